@@ -1,0 +1,188 @@
+"""TOML run files: molecules, grid and options for one build.
+
+A run file looks like this (paths are relative to the run file)::
+
+    [grid]
+    size = 200            # pixels per side
+    extent = 160.0        # field of view, angstrom (omit for automatic)
+    oversampling = 1
+
+    [options]
+    variants = 100        # frames evenly spread over each trajectory
+    center = "geometry"   # "geometry", "electrons" or "none"
+    block_size = 0        # frames per task; 0 means automatic
+    selection = "all"     # default selection for molecules that give none
+
+    [[molecule]]
+    name = "2x2"
+    topology = "2x2.psf"
+    trajectory = ["2x2.dcd"]   # one path or a list
+    selection = "all"
+    start = 0                  # optional frame range
+    stop = 2000
+    step = 1
+
+Every unknown or mistyped key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import InputError
+from .sources import TrajectorySource
+
+GRID_KEYS = {"size": int, "extent": float, "oversampling": int}
+OPTION_KEYS = {"variants": int, "center": str, "block_size": int, "selection": str}
+MOLECULE_KEYS = {"name": str, "topology": str, "trajectory": (str, list), "selection": str,
+                 "start": int, "stop": int, "step": int}
+TOP_KEYS = {"grid", "options", "molecule"}
+
+
+@dataclass
+class RunConfig:
+    """What a run file says: the sources and the keyword arguments of `build_dataset`."""
+
+    sources: list[TrajectorySource]
+    options: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _check_keys(table: dict, allowed: dict, where: str, path) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            hint = ", ".join(sorted(allowed))
+            raise InputError(f"{path}: unknown key '{key}' in {where} (allowed: {hint})")
+        want = allowed[key]
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            name = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
+            raise InputError(f"{path}: key '{key}' in {where} must be {name}, got {value!r}")
+
+
+def load_run_file(path: str | os.PathLike) -> RunConfig:
+    """Read a TOML run file.
+
+    Parameters
+    ----------
+    path : path-like
+        The run file. Relative paths inside it are taken relative to its folder.
+
+    Returns
+    -------
+    RunConfig
+        ``sources`` for `build_dataset` and ``options``, its keyword arguments.
+
+    Raises
+    ------
+    InputError
+        Naming the file and the key at fault.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read run file ({err.strerror or err})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{path}: not valid TOML ({err})") from None
+    _check_keys({k: {} for k in doc}, {k: dict for k in TOP_KEYS} | {"molecule": (dict,)}, "the file", path)
+    grid = doc.get("grid", {})
+    opts = doc.get("options", {})
+    if not isinstance(grid, dict) or not isinstance(opts, dict):
+        raise InputError(f"{path}: [grid] and [options] must be tables")
+    _check_keys(grid, GRID_KEYS, "[grid]", path)
+    _check_keys(opts, OPTION_KEYS, "[options]", path)
+    molecules = doc.get("molecule", [])
+    if not isinstance(molecules, list) or not molecules:
+        raise InputError(f"{path}: no [[molecule]] entries")
+    default_selection = opts.get("selection", "all")
+    sources = [_source(m, i, default_selection, path) for i, m in enumerate(molecules)]
+    options = {**grid, **{k: v for k, v in opts.items() if k != "selection"}}
+    if options.get("block_size") == 0:
+        options["block_size"] = None
+    if options.get("center") == "none":
+        options["center"] = None
+    return RunConfig(sources=sources, options=options, path=path)
+
+
+def _source(entry: dict, index: int, default_selection: str, path: Path) -> TrajectorySource:
+    where = f"[[molecule]] #{index + 1}"
+    if not isinstance(entry, dict):
+        raise InputError(f"{path}: {where} must be a table")
+    _check_keys(entry, MOLECULE_KEYS, where, path)
+    for key in ("name", "topology", "trajectory"):
+        if key not in entry:
+            raise InputError(f"{path}: {where} has no '{key}'")
+    base = path.parent
+    trajectory = entry["trajectory"]
+    trajectory = [trajectory] if isinstance(trajectory, str) else list(trajectory)
+    return TrajectorySource(
+        name=entry["name"],
+        topology=str(base / entry["topology"]),
+        trajectory=[str(base / t) for t in trajectory],
+        selection=entry.get("selection", default_selection),
+        start=entry.get("start"), stop=entry.get("stop"), step=entry.get("step"),
+    )
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_run_file(path, sources, *, grid: dict | None = None, options: dict | None = None) -> Path:
+    """Write a run file that `load_run_file` reads back.
+
+    Parameters
+    ----------
+    path : path-like
+        Where to write. Source paths under its folder are written relative to it.
+    sources : list of TrajectorySource
+    grid : dict, optional
+        Keys of ``[grid]``: size, extent, oversampling.
+    options : dict, optional
+        Keys of ``[options]``: variants, center, block_size, selection.
+    """
+    path = Path(path)
+    base = path.parent.resolve()
+
+    def rel(p):
+        p = Path(p).resolve()
+        return str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
+
+    lines = []
+    for table, values, allowed in (("grid", grid, GRID_KEYS), ("options", options, OPTION_KEYS)):
+        values = {k: v for k, v in (values or {}).items() if v is not None}
+        _check_keys(values, allowed, f"[{table}]", path)
+        if values:
+            lines.append(f"[{table}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+            lines.append("")
+    for src in sources:
+        lines.append("[[molecule]]")
+        lines.append(f"name = {_toml_value(src.name)}")
+        lines.append(f"topology = {_toml_value(rel(src.topology))}")
+        lines.append(f"trajectory = {_toml_value([rel(t) for t in src.trajectory])}")
+        lines.append(f"selection = {_toml_value(src.selection)}")
+        for key in ("start", "stop", "step"):
+            if getattr(src, key) is not None:
+                lines.append(f"{key} = {getattr(src, key)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,258 @@
+"""Plan blocks of frames -> one dask task per block -> a lazy, labelled xarray.Dataset."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from .errors import InputError
+from .grid import Grid
+from .render import CENTERS, NonFiniteCoordinates, center_positions, render
+from .sources import SourceInfo, TrajectorySource, inspect, selected, spread
+
+#: A chunk (one block of one variable) aims at this many bytes: big enough that a task does
+#: well over 100 ms of work, small enough that several fit in a worker at any resolution.
+BLOCK_BYTES = 32 * 2**20
+MAX_BLOCK_FRAMES = 256
+#: Warn when more than this fraction of a molecule's electrons falls outside the field of view.
+LOST_FRACTION_WARNING = 0.01
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `build_dataset` decided: grid, frames per molecule, block boundaries."""
+
+    sources: tuple
+    infos: tuple
+    frames: np.ndarray  # (molecule, variant)
+    grid: Grid
+    center: str | None
+    blocks: tuple  # (start, stop) along variant
+
+    @property
+    def block_sizes(self) -> tuple:
+        return tuple(stop - start for start, stop in self.blocks)
+
+
+def auto_block_size(grid: Grid, n_variants: int) -> int:
+    """Frames per block: the largest that keeps a chunk under `BLOCK_BYTES` (at least one)."""
+    frame_bytes = 4 * max(grid.size**2, grid.qsize**2)
+    return int(max(1, min(n_variants, MAX_BLOCK_FRAMES, BLOCK_BYTES // frame_bytes)))
+
+
+def plan(sources, *, size=200, extent=None, variants=None, center="geometry",
+         oversampling=1, block_size=None) -> Plan:
+    """Check the sources and options, and cut each molecule's frames into blocks.
+
+    Opens each source once on the client (to check it and count atoms and frames); the
+    workers open their own. Every problem is an `InputError` naming what is at fault.
+    """
+    sources = _check_sources(sources)
+    if center not in CENTERS:
+        raise InputError(f"center must be 'geometry', 'electrons' or None, got {center!r}")
+    infos = tuple(inspect(s) for s in sources)
+    frames = _pick_frames(sources, infos, variants)
+    if extent is None:
+        extent = auto_extent(sources, center)
+    grid = Grid(size=size, extent=extent, oversampling=oversampling)
+    n = frames.shape[1]
+    if block_size is None:
+        block_size = auto_block_size(grid, n)
+    elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise InputError(f"block_size must be a positive integer, got {block_size!r}")
+    blocks = tuple((i, min(i + block_size, n)) for i in range(0, n, int(block_size)))
+    return Plan(sources, infos, frames, grid, center, blocks)
+
+
+def _check_sources(sources) -> tuple:
+    if isinstance(sources, TrajectorySource):
+        sources = [sources]
+    sources = tuple(sources)
+    if not sources:
+        raise InputError("no molecules given")
+    for s in sources:
+        if not isinstance(s, TrajectorySource):
+            raise InputError(f"sources must be TrajectorySource objects, got {type(s).__name__}")
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"duplicate molecule names: {', '.join(dupes)}")
+    return sources
+
+
+def _pick_frames(sources, infos, variants) -> np.ndarray:
+    if variants is not None:
+        return np.stack([spread(i.frames, variants, s.name) for s, i in zip(sources, infos)])
+    counts = {s.name: len(i.frames) for s, i in zip(sources, infos)}
+    if len(set(counts.values())) > 1:
+        listing = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        raise InputError(f"molecules have different frame counts ({listing}); "
+                         "give variants=N to take N frames from each")
+    return np.stack([i.frames for i in infos])
+
+
+def auto_extent(sources, center) -> float:
+    """A field of view holding every molecule's first frame with a 20% margin, whole angstrom."""
+    half = 0.0
+    for source in sources:
+        universe, atoms, z = selected(source)
+        universe.trajectory[0]
+        xy = center_positions(atoms.positions, z, center)[:, :2]
+        if not np.isfinite(xy).all():
+            raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame 0")
+        half = max(half, float(np.abs(xy).max()))
+    return float(math.ceil(2.4 * half + 1))
+
+
+def render_block(source: TrajectorySource, frames, grid: Grid, center):
+    """Worker task: read a block of frames and render it. Returns the arrays of `Rendered`."""
+    universe, atoms, z = selected(source)
+
+    def positions():
+        for index in frames:
+            universe.trajectory[int(index)]
+            yield atoms.positions
+
+    try:
+        r = render(positions(), z, grid, center)
+    except NonFiniteCoordinates as err:
+        raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame "
+                         f"{int(frames[err.index])} "
+                         f"of {', '.join(source.trajectory) or source.topology}") from None
+    return r.shape, r.diffraction, r.lost_atoms, r.lost_electrons
+
+
+def _block_arrays(p: Plan, m: int, start: int, stop: int):
+    source, grid = p.sources[m], p.grid
+    frames = p.frames[m, start:stop]
+    token = dask.base.tokenize(source, frames, grid, p.center)
+    task = dask.delayed(render_block, pure=True)(
+        source, frames, grid, p.center, dask_key_name=f"render-{source.name}-{start}-{token}")
+    k = stop - start
+    specs = [((k, grid.size, grid.size), np.float32), ((k, grid.qsize, grid.qsize), np.float32),
+             ((k,), np.int64), ((k,), np.float64)]
+    return [da.from_delayed(task[i], shape=shape, dtype=dtype) for i, (shape, dtype) in enumerate(specs)]
+
+
+def _assemble(p: Plan) -> list:
+    """Four dask arrays (shape, diffraction, lost_atoms, lost_electrons), one chunk per block."""
+    per_molecule = []
+    for m in range(len(p.sources)):
+        blocks = [_block_arrays(p, m, start, stop) for start, stop in p.blocks]
+        per_molecule.append([da.concatenate([b[i] for b in blocks]) for i in range(4)])
+    return [da.stack([mol[i] for mol in per_molecule]) for i in range(4)]
+
+
+def build_dataset(sources, *, size: int = 200, extent: float | None = None, variants: int | None = None,
+                  center: str | None = "geometry", oversampling: int = 1,
+                  block_size: int | None = None) -> xr.Dataset:
+    """Lazy shape images and diffraction patterns of MD trajectories, labelled per molecule.
+
+    Parameters
+    ----------
+    sources : sequence of TrajectorySource
+        One per molecule; the order gives the labels 0..M-1.
+    size : int
+        Pixels per side of the shape image.
+    extent : float, optional
+        Field of view in angstrom; by default it holds every molecule's first frame with margin.
+    variants : int, optional
+        Take this many frames, evenly spread, from each trajectory. Without it every frame of
+        the range is taken, and all molecules must offer the same number.
+    center : {"geometry", "electrons", None}
+        Subtract each frame's centre of geometry, of electrons, or nothing.
+    oversampling : int
+        Zero-pad shapes to ``oversampling * size`` before the transform.
+    block_size : int, optional
+        Frames per task and per chunk; automatic by default (chunks of about 32 MiB).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (dask-backed) ``shape``, ``diffraction``, ``lost_atoms`` and ``lost_electrons``,
+        with the coordinates and attributes of the data contract (DESIGN.md). Nothing is read
+        or rendered until it is computed or saved.
+    """
+    p = plan(sources, size=size, extent=extent, variants=variants, center=center,
+             oversampling=oversampling, block_size=block_size)
+    _warn_lost(p)
+    shape, diffraction, lost_atoms, lost_electrons = _assemble(p)
+    return make_dataset(p, shape, diffraction, lost_atoms, lost_electrons)
+
+
+def _warn_lost(p: Plan) -> None:
+    """Warn early, from frame 0, when much of a molecule falls outside the field of view."""
+    half = p.grid.extent / 2
+    for source in p.sources:
+        universe, atoms, z = selected(source)
+        universe.trajectory[0]
+        xy = center_positions(atoms.positions, z, p.center)[:, :2]
+        outside = (np.abs(xy) > half).any(axis=1)
+        fraction = z[outside].sum() / max(z.sum(), 1)
+        if fraction > LOST_FRACTION_WARNING:
+            warnings.warn(f"molecule '{source.name}': {fraction:.1%} of its electrons fall outside "
+                          f"the {p.grid.extent:g} A field of view in frame 0", stacklevel=3)
+
+
+def make_dataset(p: Plan, shape, diffraction, lost_atoms, lost_electrons) -> xr.Dataset:
+    """The contract's Dataset around four arrays (dask or numpy) laid out as `p` says."""
+    g = p.grid
+    names = [s.name for s in p.sources]
+    coords = {
+        "molecule": ("molecule", np.array(names, dtype=str), {"long_name": "molecule name"}),
+        "label": ("molecule", np.arange(len(names), dtype=np.int64),
+                  {"long_name": "class index", "units": "1"}),
+        "variant": ("variant", np.arange(p.frames.shape[1], dtype=np.int64),
+                    {"long_name": "structural variant index", "units": "1"}),
+        "frame": (("molecule", "variant"), p.frames.astype(np.int64),
+                  {"long_name": "source frame index in the molecule's trajectory", "units": "1"}),
+        "y": ("y", g.centers, {"long_name": "pixel centre y", "units": "angstrom"}),
+        "x": ("x", g.centers, {"long_name": "pixel centre x", "units": "angstrom"}),
+        "qy": ("qy", g.q, {"long_name": "spatial frequency qy (cycles per angstrom)",
+                           "units": "angstrom-1"}),
+        "qx": ("qx", g.q, {"long_name": "spatial frequency qx (cycles per angstrom)",
+                           "units": "angstrom-1"}),
+    }
+    data = {
+        "shape": (("molecule", "variant", "y", "x"), shape,
+                  {"long_name": "projected electron count per pixel", "units": "electrons"}),
+        "diffraction": (("molecule", "variant", "qy", "qx"), diffraction,
+                        {"long_name": "far-field diffraction intensity |FFT2(shape)|^2",
+                         "units": "electrons^2"}),
+        "lost_atoms": (("molecule", "variant"), lost_atoms,
+                       {"long_name": "atoms outside the field of view", "units": "1"}),
+        "lost_electrons": (("molecule", "variant"), lost_electrons,
+                           {"long_name": "electrons outside the field of view", "units": "electrons"}),
+    }
+    return xr.Dataset(data, coords=coords, attrs=dataset_attrs(p))
+
+
+def dataset_attrs(p: Plan) -> dict:
+    """Attributes: grid, selection, centring, electron source, version, per-molecule counts."""
+    return {
+        "title": "molmnist-dask shape images and diffraction patterns",
+        "Conventions": "CF-1.8",
+        "source": f"molmnist_dask {__version__}",
+        "molmnist_dask_version": __version__,
+        **p.grid.attrs(),
+        "projection_axis": "z",
+        "center": str(p.center),
+        "electron_source": "atomic number of each atom's element (MDAnalysis.guesser.tables.SYMB2Z); "
+                           "topology elements, guessed from atom names where absent; 0 for no element",
+        "molecules": [s.name for s in p.sources],
+        "selection": [s.selection for s in p.sources],
+        "topology": [s.topology for s in p.sources],
+        "trajectory": [";".join(s.trajectory) for s in p.sources],
+        "n_atoms": np.array([i.n_atoms for i in p.infos], dtype=np.int64),
+        "n_electrons": np.array([i.n_electrons for i in p.infos], dtype=np.int64),
+        "n_no_element": np.array([i.n_no_element for i in p.infos], dtype=np.int64),
+        "elements_guessed": np.array([int(i.elements_guessed) for i in p.infos], dtype=np.int64),
+        "block_size": int(max(p.block_sizes)),
+    }

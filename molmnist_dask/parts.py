@@ -1,0 +1,157 @@
+"""Part files: one NetCDF-4 file per block, written by a worker, and the lazy array over them.
+
+A store is a folder::
+
+    OUT/molmnist.json       manifest: configuration, layout, completion
+    OUT/index.nc            coordinates, attributes and the small variables (once complete)
+    OUT/parts/MMMM-SSSSSSS-EEEEEEE.nc   molecule MMMM, variants SSSSSSS..EEEEEEE-1
+
+Each part is a complete NetCDF file on its own (written aside, renamed when closed), so
+many workers write in parallel without the lock that one shared HDF5 file would need.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import xarray as xr
+from xarray.backends.locks import HDF5_LOCK
+
+IMAGE_VARS = ("shape", "diffraction")
+SMALL_VARS = ("lost_atoms", "lost_electrons")
+
+
+def part_name(molecule: int, start: int, stop: int) -> str:
+    """File name of the part holding ``molecule``'s variants ``start..stop-1``."""
+    return f"parts/{molecule:04d}-{start:07d}-{stop:07d}.nc"
+
+
+def encoding(image_shape: dict, compression: dict) -> dict:
+    """NetCDF encodings: one HDF5 chunk per image, so reading one image reads one chunk.
+
+    ``compression`` maps a variable to a zlib level (0: none). Every variable carries a
+    Fletcher-32 checksum, so a corrupted chunk is an error on reading, not silent garbage.
+    """
+    enc = {}
+    for var, (ny, nx) in image_shape.items():
+        level = int(compression.get(var, 0))
+        enc[var] = {"chunksizes": (1, 1, ny, nx), "fletcher32": True, "zlib": level > 0,
+                    "shuffle": level > 0, **({"complevel": level} if level else {})}
+    for var in SMALL_VARS:
+        enc[var] = {"fletcher32": True}
+    return enc
+
+
+def write_part(path: str, arrays: dict, coords: dict, attrs: dict, compression: dict) -> str:
+    """Worker task: write one block to ``path`` atomically. Returns the path.
+
+    Parameters
+    ----------
+    arrays : dict
+        ``shape``, ``diffraction`` (1, k, n, n) and ``lost_atoms``, ``lost_electrons`` (1, k).
+    coords : dict
+        ``molecule``, ``label``, ``variant``, ``frame``, ``y``, ``x``, ``qy``, ``qx`` for the block.
+    """
+    dims = {"shape": ("molecule", "variant", "y", "x"),
+            "diffraction": ("molecule", "variant", "qy", "qx"),
+            "lost_atoms": ("molecule", "variant"), "lost_electrons": ("molecule", "variant")}
+    ds = xr.Dataset({k: (dims[k], np.asarray(v)) for k, v in arrays.items()}, coords=coords, attrs=attrs)
+    enc = encoding({v: ds[v].shape[2:] for v in IMAGE_VARS}, compression)
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return str(final)
+
+
+def check_part(path: Path, n_variants: int, full: bool = False) -> str | None:
+    """Why a part file is not usable (None when it is).
+
+    The quick check opens the file and checks its variables and sizes (a truncated HDF5 file
+    does not open); ``full=True`` also reads every chunk, which verifies the checksums.
+    """
+    try:
+        with HDF5_LOCK, netCDF4.Dataset(path) as nc:
+            for var in IMAGE_VARS + SMALL_VARS:
+                if var not in nc.variables:
+                    return f"no variable '{var}'"
+                if nc.variables[var].shape[:2] != (1, n_variants):
+                    return f"'{var}' has shape {nc.variables[var].shape}, expected (1, {n_variants}, ...)"
+                if full:
+                    nc.variables[var][...]
+    except (OSError, RuntimeError, IndexError, ValueError) as err:
+        return " ".join(str(err).split()) or type(err).__name__
+    return None
+
+
+class _Handles:
+    """Open netCDF4 files, kept per process (at most `size`), shared by the reading threads."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self.files: OrderedDict = OrderedDict()
+
+    def get(self, path: str):
+        nc = self.files.pop(path, None)
+        if nc is None:
+            nc = netCDF4.Dataset(path)
+            nc.set_auto_mask(False)
+            if len(self.files) >= self.size:
+                self.files.popitem(last=False)[1].close()
+        self.files[path] = nc
+        return nc
+
+    def clear(self):
+        while self.files:
+            self.files.popitem()[1].close()
+
+
+HANDLES = _Handles()
+
+
+class PartsArray:
+    """A lazy 4-D array (molecule, variant, a, b) over a store's part files.
+
+    Indexing with slices reads only the parts and images it covers; `dask.array.from_array`
+    wraps it so that a dataset opened from a store reads nothing until it is indexed.
+    """
+
+    def __init__(self, root: str, var: str, blocks, n_molecules: int, image_shape, dtype):
+        self.root, self.var = root, var
+        self.blocks = [tuple(b) for b in blocks]
+        self.starts = np.array([b[0] for b in self.blocks])
+        n_variants = self.blocks[-1][1]
+        self.shape = (n_molecules, n_variants, *image_shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = 4
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (4 - len(key))
+        mols = range(*key[0].indices(self.shape[0]))
+        v0, v1, vstep = key[1].indices(self.shape[1])
+        out = []
+        for m in mols:
+            pieces = []
+            for b, (start, stop) in enumerate(self.blocks):
+                lo, hi = max(start, v0), min(stop, v1)
+                if lo >= hi:
+                    continue
+                path = os.path.join(self.root, part_name(m, start, stop))
+                with HDF5_LOCK:
+                    data = HANDLES.get(path).variables[self.var][0, lo - start: hi - start, key[2], key[3]]
+                pieces.append(np.asarray(data, dtype=self.dtype))
+            empty = np.zeros((0, *self.shape[2:]), self.dtype)[:, key[2], key[3]]
+            out.append(np.concatenate(pieces) if pieces else empty)
+        result = np.stack(out) if out else np.zeros((0, 0, *self.shape[2:]), self.dtype)
+        return result[:, ::vstep] if vstep != 1 else result

@@ -1,0 +1,174 @@
+"""Trajectory sources: files, selection and frame range of one molecule.
+
+A source holds paths and strings only. Tasks carry it to the workers, which open the
+Universe themselves (once per worker thread, cached); no Universe is pickled from the client.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .electrons import electron_counts
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class TrajectorySource:
+    """One molecule's trajectory.
+
+    Parameters
+    ----------
+    name : str
+        Molecule name; it becomes the ``molecule`` coordinate.
+    topology : str
+        Topology file in any format MDAnalysis reads (PSF, PDB, GRO, TPR, PRMTOP, ...).
+    trajectory : str or sequence of str
+        One or more trajectory files (DCD, XTC, TRR, AMBER NetCDF, PDB, GRO, ...), read as one
+        continuous trajectory.
+    selection : str
+        MDAnalysis selection string of the atoms to render.
+    start, stop, step : int, optional
+        Frame range, as a Python slice of the trajectory's frames.
+    """
+
+    name: str
+    topology: str
+    trajectory: tuple = field(default=())
+    selection: str = "all"
+    start: int | None = None
+    stop: int | None = None
+    step: int | None = None
+
+    def __post_init__(self):
+        traj = self.trajectory
+        traj = (traj,) if isinstance(traj, (str, os.PathLike)) else tuple(traj)
+        object.__setattr__(self, "trajectory", tuple(os.fspath(t) for t in traj))
+        object.__setattr__(self, "topology", os.fspath(self.topology))
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InputError(f"molecule name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.selection, str):
+            raise InputError(f"molecule '{self.name}': selection must be a string")
+        for key in ("start", "stop", "step"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < (1 if key == "step" else 0)):
+                raise InputError(f"molecule '{self.name}': {key} must be a "
+                                 f"{'positive' if key == 'step' else 'non-negative'} integer, got {value!r}")
+
+    @property
+    def files(self) -> tuple:
+        """Topology and trajectory paths."""
+        return (self.topology, *self.trajectory)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the client learns by opening a source once: counts and the frames it offers."""
+
+    frames: np.ndarray
+    n_atoms: int
+    n_electrons: int
+    n_no_element: int
+    elements_guessed: bool
+
+
+_cache = threading.local()
+
+
+def open_universe(source: TrajectorySource):
+    """The source's Universe, opened once per worker thread and reused.
+
+    Cached per thread because a Universe's trajectory has a current frame: two threads sharing
+    one would move it under each other.
+    """
+    key = (source.topology, source.trajectory)
+    universes = getattr(_cache, "universes", None)
+    if universes is None:
+        universes = _cache.universes = {}
+    if key not in universes:
+        if len(universes) >= 4:  # keep a few topologies, not all of a large run
+            universes.pop(next(iter(universes)))
+        universes[key] = _open(source)
+    return universes[key]
+
+
+def _open(source: TrajectorySource):
+    import MDAnalysis as mda
+
+    for path in source.files:
+        if not os.path.exists(path):
+            raise InputError(f"molecule '{source.name}': file not found: {path}")
+        if not os.access(path, os.R_OK) or os.path.isdir(path):
+            raise InputError(f"molecule '{source.name}': cannot read file: {path}")
+    trajectory = list(source.trajectory)
+    args = [source.topology] + ([trajectory] if len(trajectory) > 1 else trajectory)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return mda.Universe(*args)
+    except Exception as err:  # MDAnalysis raises ValueError, TypeError, OSError, EOFError ...
+        files = " + ".join(source.files)
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(f"molecule '{source.name}': MDAnalysis cannot read {files}: {reason}") from None
+
+
+def selected(source: TrajectorySource):
+    """The source's Universe, selected atoms and their electrons, cached per worker thread."""
+    universe = open_universe(source)
+    key = ("selected", source.selection)
+    cached = universe._molmnist_cache = getattr(universe, "_molmnist_cache", {})
+    if key not in cached:
+        atoms = select(source, universe)
+        cached[key] = (atoms, electron_counts(atoms)[0])
+    return (universe, *cached[key])
+
+
+def select(source: TrajectorySource, universe):
+    """The source's selected atoms; an invalid or empty selection is an InputError."""
+    try:
+        atoms = universe.select_atoms(source.selection)
+    except Exception as err:
+        raise InputError(f"molecule '{source.name}': invalid selection "
+                         f"{source.selection!r}: {' '.join(str(err).split())}") from None
+    if len(atoms) == 0:
+        raise InputError(f"molecule '{source.name}': selection {source.selection!r} matches no atoms")
+    return atoms
+
+
+def frame_indices(source: TrajectorySource, n_frames: int) -> np.ndarray:
+    """The trajectory frames the source's range takes; out of range is an InputError."""
+    for key in ("start", "stop"):
+        value = getattr(source, key)
+        if value is not None and value > n_frames:
+            raise InputError(f"molecule '{source.name}': {key}={value} is beyond the trajectory's "
+                             f"{n_frames} frames ({source.trajectory[0] if source.trajectory else source.topology})")
+    frames = np.arange(n_frames)[slice(source.start, source.stop, source.step)]
+    if len(frames) == 0:
+        raise InputError(f"molecule '{source.name}': frame range start={source.start} "
+                         f"stop={source.stop} step={source.step} holds no frames")
+    return frames
+
+
+def inspect(source: TrajectorySource) -> SourceInfo:
+    """Open a source on the client once to check it and count its atoms, electrons and frames."""
+    universe = _open(source)
+    atoms = select(source, universe)
+    _, summary = electron_counts(atoms)
+    frames = frame_indices(source, len(universe.trajectory))
+    return SourceInfo(frames=frames, **summary)
+
+
+def spread(frames: np.ndarray, variants: int, name: str) -> np.ndarray:
+    """``variants`` frames evenly spread over ``frames``, first and last included."""
+    if isinstance(variants, bool) or not isinstance(variants, (int, np.integer)) or variants < 1:
+        raise InputError(f"variants must be a positive integer, got {variants!r}")
+    if variants > len(frames):
+        raise InputError(f"molecule '{name}': variants={variants} but its trajectory offers "
+                         f"only {len(frames)} frames")
+    picks = np.linspace(0, len(frames) - 1, variants).round().astype(int)
+    return frames[picks]
