@@ -91,7 +91,7 @@ def open_universe(source: TrajectorySource):
     if universes is None:
         universes = _cache.universes = {}
     if key not in universes:
-        if len(universes) >= 4:  # keep a few topologies, not all of a large run
+        if len(universes) >= 16:  # a run's molecules, not unbounded: parsing one is slow
             universes.pop(next(iter(universes)))
         universes[key] = _open(source)
     return universes[key]

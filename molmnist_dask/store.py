@@ -128,9 +128,11 @@ def _prepare(root: Path, config: dict, blocks: list) -> dict:
     return manifest
 
 
-def _block_coords(ds: xr.Dataset, m: int, start: int, stop: int) -> dict:
-    sub = ds.isel(molecule=slice(m, m + 1), variant=slice(start, stop))
-    return {name: (c.dims, c.values, c.attrs) for name, c in sub.coords.items()}
+def _block_coords(coords: dict, m: int, start: int, stop: int) -> dict:
+    """The coordinates of one block, sliced from ``{name: (dims, values, attrs)}``."""
+    cut = {"molecule": slice(m, m + 1), "variant": slice(start, stop)}
+    return {name: (dims, values[tuple(cut.get(d, slice(None)) for d in dims)], attrs)
+            for name, (dims, values, attrs) in coords.items()}
 
 
 def _write_tasks(ds: xr.Dataset, root: Path, blocks: list, todo: list, compression: dict) -> list:
@@ -143,12 +145,13 @@ def _write_tasks(ds: xr.Dataset, root: Path, blocks: list, todo: list, compressi
             data = da.from_array(data, chunks=-1)
         arrays[var] = data.rechunk((1, sizes) + (-1,) * (data.ndim - 2)).to_delayed()
     attrs = dict(ds.attrs)
+    coords = {name: (c.dims, c.values, c.attrs) for name, c in ds.coords.items()}
     tasks = []
     for m, b in todo:
         start, stop = blocks[b]
         chunks = {var: arrays[var][(m, b) + (0,) * (arrays[var].ndim - 2)] for var in arrays}
         tasks.append(dask.delayed(write_part, pure=False)(
-            str(root / part_name(m, start, stop)), chunks, _block_coords(ds, m, start, stop),
+            str(root / part_name(m, start, stop)), chunks, _block_coords(coords, m, start, stop),
             attrs, compression, dask_key_name=f"write-part-{m}-{start}-{root.name}"))
     return tasks
 
@@ -239,7 +242,11 @@ def _missing(root: Path, n_molecules: int, blocks: list, full: bool = False) -> 
 
 
 def _finish(root: Path, ds: xr.Dataset, manifest: dict) -> None:
-    """Gather the small variables into index.nc, warn on lost electrons, mark complete."""
+    """Gather the small variables into index.nc, warn on lost electrons, mark complete.
+
+    The index keeps the dataset's own attributes, so that a reopened store is identical to
+    the dataset that was saved; what fell outside the field of view is in ``lost_*``.
+    """
     HANDLES.clear()
     blocks = manifest["blocks"]
     small = {v: np.empty((len(ds.molecule), ds.sizes["variant"]), ds[v].dtype) for v in SMALL_VARS}
@@ -253,8 +260,6 @@ def _finish(root: Path, ds: xr.Dataset, manifest: dict) -> None:
         index[v] = (("molecule", "variant"), small[v], ds[v].attrs)
     electrons = np.maximum(np.asarray(ds.attrs.get("n_electrons", 1)), 1)
     fraction = small["lost_electrons"].max(axis=1) / electrons
-    index.attrs["lost_electrons_max"] = small["lost_electrons"].max(axis=1)
-    index.attrs["lost_atoms_max"] = small["lost_atoms"].max(axis=1)
     for name, f in zip(ds.molecule.values, np.atleast_1d(fraction)):
         if f > LOST_FRACTION_WARNING:
             warnings.warn(f"molecule '{name}': up to {f:.1%} of its electrons fell outside the "

@@ -1,0 +1,285 @@
+"""Synthesis: the paper's fibrils and their variants written as trajectories, plus a run file.
+
+Layout of the output folder::
+
+    2x2.pdb  2x2.dcd  ...  hex36.pdb  hex36.dcd   topology + variants, one pair per molecule
+    run.toml                                       the run file `molmnist build` reads
+    synth.json                                     the configuration, written last
+
+A rerun with the same configuration skips the molecules already complete; one with another
+configuration refuses to mix its files with those there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from . import files
+from .fibril import RESIDUES, build_fibril
+from .profiles import MOLECULES
+from .variants import ATOM_SIGMA, CHAIN_SIGMA, TWIST_MAX, twist_rate, variant_positions
+
+FORMAT_VERSION = 1
+DEFAULT_VARIANTS = 100    # the default build: seconds to write, a few minutes to render; the paper has 2000
+DEFAULT_EXTENT = 90.0     # angstrom: the 9x9 fibril reaches 36.5 A from its axis, so 8 A to spare
+RECORD = "synth.json"
+RUN_FILE = "run.toml"
+CRYSTAL = "cellulose I-beta, COD 4114994 (Nishiyama, Langan & Chanzy 2002, JACS 124, 9074)"
+
+
+def synthesize(outdir, *, variants: int = 20, seed: int = 0, molecules=None,
+               twist_max: float = TWIST_MAX, atom_sigma: float = ATOM_SIGMA,
+               chain_sigma: float = CHAIN_SIGMA, size: int = 200, extent: float | None = None,
+               progress: bool = True) -> Path:
+    """Write the paper's microfibrils and their structural variants as PDB + DCD files.
+
+    Parameters
+    ----------
+    outdir : path-like
+        Output folder, created if missing.
+    variants : int
+        Variants (DCD frames) per molecule, from untwisted to ``twist_max``.
+    seed : int
+        Non-negative; the same seed writes byte-identical files.
+    molecules : sequence of str, optional
+        Names from `MOLECULES`; all ten by default, written in the paper's order.
+    twist_max : float
+        Twist of the last variant, degrees per nm (positive: right-handed).
+    atom_sigma, chain_sigma : float
+        Thermal displacement of each atom and of each whole chain, angstrom RMS per axis.
+    size : int
+        Image size in pixels, recorded in the run file's [grid].
+    extent : float, optional
+        Field of view in angstrom for the run file; `DEFAULT_EXTENT` if omitted.
+    progress : bool
+        Show a progress bar over the frames written.
+
+    Returns
+    -------
+    pathlib.Path
+        The run file, ``outdir/run.toml``.
+
+    Raises
+    ------
+    InputError
+        On bad input (naming the option), or if ``outdir`` holds files of another
+        configuration.
+    """
+    names = _check_molecules(molecules)
+    config = _config(variants, seed, twist_max, atom_sigma, chain_sigma)
+    _check_grid(size, extent)
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir}: exists and is not a folder")
+    outdir.mkdir(parents=True, exist_ok=True)
+    _check_record(outdir, config)
+    fibrils = {name: build_fibril(name) for name in names}
+    todo = [name for name in names if not _complete(outdir, fibrils[name], config)]
+    _write_molecules(outdir, [fibrils[name] for name in todo], config, progress)
+    run_file = _write_run_file(outdir, names, size, extent, variants)
+    _write_record(outdir, [fibrils[name] for name in names], config)
+    return run_file
+
+
+def default_run(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, size: int = 200,
+                extent: float | None = None, progress: bool = True) -> Path:
+    """Synthesise whatever of the default ten-molecule set ``outdir`` lacks; return its run file.
+
+    Same as `synthesize` with every molecule and the default amplitudes; molecules already
+    complete are kept.
+    """
+    return synthesize(outdir, variants=variants, seed=seed, size=size, extent=extent,
+                      progress=progress)
+
+
+# -- input ---------------------------------------------------------------------------------------
+
+def _check_molecules(molecules) -> list:
+    if molecules is None:
+        return list(MOLECULES)
+    if isinstance(molecules, str):
+        molecules = [molecules]
+    try:
+        names = list(molecules)
+    except TypeError:
+        raise InputError(f"molecules must be a list of names, got {molecules!r}") from None
+    if not names:
+        raise InputError("molecules is empty (choose from " + ", ".join(MOLECULES) + ")")
+    for name in names:
+        if name not in MOLECULES:
+            raise InputError(f"molecules: unknown molecule {name!r} (choose from {', '.join(MOLECULES)})")
+    return [m for m in MOLECULES if m in names]     # the paper's order, once each
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+
+
+def _config(variants, seed, twist_max, atom_sigma, chain_sigma) -> dict:
+    """The configuration that decides the files' content; checks each option."""
+    if not _is_int(variants) or variants < 1:
+        raise InputError(f"variants must be a positive integer, got {variants!r}")
+    if not _is_int(seed) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    if not _is_real(twist_max):
+        raise InputError(f"twist_max must be a finite number (degrees/nm), got {twist_max!r}")
+    for key, value in (("atom_sigma", atom_sigma), ("chain_sigma", chain_sigma)):
+        if not _is_real(value) or value < 0:
+            raise InputError(f"{key} must be a non-negative number (angstrom), got {value!r}")
+    return {"format": FORMAT_VERSION, "residues": RESIDUES, "variants": int(variants),
+            "seed": int(seed), "twist_min": 0.0, "twist_max": float(twist_max),
+            "atom_sigma": float(atom_sigma), "chain_sigma": float(chain_sigma)}
+
+
+def _check_grid(size, extent) -> None:
+    if not _is_int(size) or size < 1:
+        raise InputError(f"size must be a positive integer (pixels), got {size!r}")
+    if extent is not None and (not _is_real(extent) or extent <= 0):
+        raise InputError(f"extent must be a positive number (angstrom), got {extent!r}")
+
+
+def fingerprint(config: dict) -> str:
+    """A short digest of a configuration, stamped in each topology file."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- what is there already -------------------------------------------------------------------------
+
+def _check_record(outdir: Path, config: dict) -> None:
+    """Refuse a folder whose synth.json records another configuration."""
+    path = outdir / RECORD
+    if not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(f"{path}: not a synthesis record; use another folder or remove it") from None
+    if recorded != config:
+        diff = ", ".join(f"{k} {recorded.get(k)!r} there, {config.get(k)!r} asked"
+                         for k in sorted(set(recorded) | set(config)) if recorded.get(k) != config.get(k))
+        raise InputError(f"{outdir}: holds a synthesis with another configuration ({diff}); "
+                         "use another folder or remove its files")
+
+
+def _stamp(name: str, config: dict) -> str:
+    return f"molmnist_dask.cellulose {name} {fingerprint(config)}"
+
+
+def _complete(outdir: Path, fibril, config: dict) -> bool:
+    """Whether a molecule's files are there, whole, from this configuration.
+
+    A topology or trajectory from elsewhere (another configuration, another program) is an
+    InputError rather than overwritten.
+    """
+    pdb, dcd = outdir / f"{fibril.name}.pdb", outdir / f"{fibril.name}.dcd"
+    if pdb.exists():
+        if not files.pdb_title(pdb).endswith(_stamp(fibril.name, config)):
+            raise InputError(f"{pdb}: was not written by a synthesis with this configuration; "
+                             "use another folder or remove it")
+    elif dcd.exists():
+        raise InputError(f"{dcd}: exists without its topology {pdb.name}; use another folder or remove it")
+    return dcd.exists() and files.dcd_shape(dcd) == (fibril.n_atoms, config["variants"])
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+def _write_molecules(outdir: Path, fibrils: list, config: dict, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    total = len(fibrils) * config["variants"]
+    with tqdm(total=total, unit="frame", disable=not progress or not total, mininterval=0.5) as bar:
+        for fibril in fibrils:
+            bar.set_description(fibril.name)
+            _write_molecule(outdir, fibril, config, bar.update)
+
+
+def _write_molecule(outdir: Path, fibril, config: dict, advance) -> None:
+    """One molecule's PDB and DCD, under temporary names until both are whole."""
+    pdb, dcd = outdir / f"{fibril.name}.pdb", outdir / f"{fibril.name}.dcd"
+    sigma = math.hypot(config["atom_sigma"], config["chain_sigma"])
+    u = files.universe(fibril, sigma=sigma, remarks=_remarks(fibril, config))
+    n = config["variants"]
+    options = {k: config[k] for k in ("seed", "twist_max", "atom_sigma", "chain_sigma")}
+
+    def frames():
+        for variant in range(n):
+            yield variant_positions(fibril, variant, n, **options)
+            advance(1)
+
+    try:
+        files.write_topology(u, files.partial(pdb), title=_stamp(fibril.name, config))
+        files.write_trajectory(u, files.partial(dcd), frames())
+        files.publish(pdb, dcd)
+    finally:
+        for path in (pdb, dcd):
+            files.partial(path).unlink(missing_ok=True)
+
+
+def _remarks(fibril, config: dict) -> list:
+    top = twist_rate(config["variants"] - 1, config["variants"], config["twist_max"])
+    return [
+        f"{CRYSTAL}",
+        f"cross-section rows (200 sheets): {','.join(map(str, fibril.rows))}; "
+        f"{fibril.n_chains} chains x {RESIDUES} residues; label {fibril.label}",
+        f"DCD frames: {config['variants']} variants, twist 0 to {top:g} deg/nm about z (right-handed > 0), "
+        f"seed {config['seed']}",
+        f"thermal displacement RMS per axis: atoms {config['atom_sigma']:g} A, "
+        f"chains {config['chain_sigma']:g} A (B-factor column)",
+        f"coordinates here: the relaxed, untwisted fibril; config {fingerprint(config)}",
+    ]
+
+
+def _write_run_file(outdir: Path, names: list, size: int, extent, variants: int) -> Path:
+    from ..config import write_run_file
+    from ..sources import TrajectorySource
+
+    sources = [TrajectorySource(name, str(outdir / f"{name}.pdb"), str(outdir / f"{name}.dcd"))
+               for name in names]
+    extent = DEFAULT_EXTENT if extent is None else float(extent)
+    return Path(write_run_file(outdir / RUN_FILE, sources, grid={"size": int(size), "extent": extent},
+                               options={"variants": int(variants)}))
+
+
+def _write_record(outdir: Path, fibrils: list, config: dict) -> None:
+    record = {
+        "generator": "molmnist_dask.cellulose.synthesize",
+        "config": config,
+        "fingerprint": fingerprint(config),
+        "units": {"twist": "degrees/nm", "sigma": "angstrom RMS per axis"},
+        "crystal": CRYSTAL,
+        "molecules": [
+            {"name": f.name, "label": f.label, "rows": list(f.rows), "chains": f.n_chains,
+             "residues": f.n_residues, "atoms": f.n_atoms, "electrons": f.n_electrons,
+             "topology": f"{f.name}.pdb", "trajectory": f"{f.name}.dcd"}
+            for f in fibrils
+        ],
+        "versions": {"molmnist_dask": __version__,
+                     **{pkg: _version(pkg) for pkg in ("cellulose-modeler", "MDAnalysis", "numpy")}},
+    }
+    tmp = outdir / f".{RECORD}.partial"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, outdir / RECORD)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+__all__ = ["synthesize", "default_run", "fingerprint", "DEFAULT_VARIANTS", "DEFAULT_EXTENT",
+           "FORMAT_VERSION"]
