@@ -234,6 +234,26 @@ def make_dataset(p: Plan, shape, diffraction, lost_atoms, lost_electrons) -> xr.
     return xr.Dataset(data, coords=coords, attrs=dataset_attrs(p))
 
 
+#: Attributes with one entry per molecule (NetCDF turns a one-entry list into a scalar;
+#: `restore_attrs` turns it back).
+MOLECULE_TEXT_ATTRS = ("molecules", "selection", "topology", "trajectory")
+MOLECULE_COUNT_ATTRS = ("n_atoms", "n_electrons", "n_no_element", "elements_guessed")
+
+
+def restore_attrs(attrs: dict) -> dict:
+    """Per-molecule attributes as lists and arrays again, as `build_dataset` made them."""
+    out = dict(attrs)
+    for key in MOLECULE_TEXT_ATTRS:
+        if key in out and isinstance(out[key], str):
+            out[key] = [out[key]]
+        elif key in out:
+            out[key] = [str(v) for v in out[key]]
+    for key in MOLECULE_COUNT_ATTRS:
+        if key in out:
+            out[key] = np.atleast_1d(np.asarray(out[key], dtype=np.int64))
+    return out
+
+
 def dataset_attrs(p: Plan) -> dict:
     """Attributes: grid, selection, centring, electron source, version, per-molecule counts."""
     return {

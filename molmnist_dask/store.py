@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
+from .dataset import restore_attrs
 from .errors import InputError
 from .lock import StoreLock
 from .parts import (HANDLES, IMAGE_VARS, SMALL_VARS, PartsArray, check_part, encoding,
@@ -290,7 +291,7 @@ def open_dataset(path, *, chunks: str = "image") -> xr.Dataset:
     Notes
     -----
     Plain xarray reads the same data: a ``.nc`` file with
-    ``xr.open_dataset(path, chunks={"molecule": 1, "variant": 1})``, and a store with
+    ``xr.open_dataset(path, chunks={})`` (one dask chunk per stored image), and a store with
     ``xr.open_mfdataset(parts, combine="nested", concat_dim=["molecule", "variant"])`` where
     ``parts`` is the nested list ``[[f"{path}/{p}" for p in row] for row in
     json.load(open(f"{path}/molmnist.json"))["parts"]]``.
@@ -307,6 +308,7 @@ def open_dataset(path, *, chunks: str = "image") -> xr.Dataset:
                          "run the same build again to resume it")
     with xr.open_dataset(path / INDEX, engine="netcdf4") as index:
         ds = index.load()
+    ds.attrs = restore_attrs(ds.attrs)
     blocks = manifest["blocks"]
     n_molecules = len(ds.molecule)
     for var, dims in (("shape", ("y", "x")), ("diffraction", ("qy", "qx"))):
@@ -324,9 +326,11 @@ def open_dataset(path, *, chunks: str = "image") -> xr.Dataset:
 
 def _open_file(path: Path) -> xr.Dataset:
     try:
-        return xr.open_dataset(path, engine="netcdf4", chunks={"molecule": 1, "variant": 1})
+        ds = xr.open_dataset(path, engine="netcdf4", chunks={})  # the on-disk chunks: one per image
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot open as NetCDF ({' '.join(str(err).split())})") from None
+    ds.attrs = restore_attrs(ds.attrs)
+    return ds
 
 
 def manifest_progress(root: Path, manifest: dict) -> tuple:
