@@ -138,20 +138,29 @@ class PartsArray:
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (4 - len(key))
-        mols = range(*key[0].indices(self.shape[0]))
-        v0, v1, vstep = key[1].indices(self.shape[1])
+        molecules = np.arange(self.shape[0])[key[0]]
+        variants = np.arange(self.shape[1])[key[1]]
+        images = [self._read(int(m), np.atleast_1d(variants), key[2], key[3])
+                  for m in np.atleast_1d(molecules)]
+        out = np.stack(images)
+        if np.ndim(variants) == 0:
+            out = out[:, 0]
+        return out[0] if np.ndim(molecules) == 0 else out
+
+    def _read(self, m: int, variants: np.ndarray, ky, kx) -> np.ndarray:
+        """Images ``variants`` of molecule ``m``, each part read once over the range it covers."""
+        part = np.searchsorted(self.starts, variants, side="right") - 1
+        pieces = {}
+        for p in np.unique(part):
+            start, stop = self.blocks[p]
+            local = variants[part == p] - start
+            path = os.path.join(self.root, part_name(m, start, stop))
+            with HDF5_LOCK:
+                data = HANDLES.get(path).variables[self.var][0, local.min(): local.max() + 1, ky, kx]
+            pieces[p] = np.asarray(data, dtype=self.dtype)[local - local.min()]
+        counters = {p: 0 for p in pieces}
         out = []
-        for m in mols:
-            pieces = []
-            for b, (start, stop) in enumerate(self.blocks):
-                lo, hi = max(start, v0), min(stop, v1)
-                if lo >= hi:
-                    continue
-                path = os.path.join(self.root, part_name(m, start, stop))
-                with HDF5_LOCK:
-                    data = HANDLES.get(path).variables[self.var][0, lo - start: hi - start, key[2], key[3]]
-                pieces.append(np.asarray(data, dtype=self.dtype))
-            empty = np.zeros((0, *self.shape[2:]), self.dtype)[:, key[2], key[3]]
-            out.append(np.concatenate(pieces) if pieces else empty)
-        result = np.stack(out) if out else np.zeros((0, 0, *self.shape[2:]), self.dtype)
-        return result[:, ::vstep] if vstep != 1 else result
+        for p in part:  # back in the order asked for
+            out.append(pieces[p][counters[p]])
+            counters[p] += 1
+        return np.stack(out) if out else np.zeros((0,), self.dtype)
