@@ -14,6 +14,13 @@ from pathlib import Path
 from .errors import InputError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``molmnist build: error: ...``) and status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -56,8 +63,8 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``molmnist``."""
-    top = argparse.ArgumentParser(prog="molmnist", description=__doc__.splitlines()[0])
-    sub = top.add_subparsers(dest="command", required=True)
+    top = _Parser(prog="molmnist", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     b = sub.add_parser("build", help="render a dataset from a run file (default: Molecular-MNIST)")
     b.add_argument("run", nargs="?", help="TOML run file; without one, the cellulose Molecular-MNIST")
