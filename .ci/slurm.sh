@@ -47,6 +47,7 @@ job_runs() {
         log "srun failed: $out"
         return 1
     }
+    # shellcheck disable=SC2016  # $SLURM_JOB_ID is for the job's shell, not ours
     out=$(cd /tmp && timeout 60 sbatch --parsable --wait -N1 -n1 -t 1 --mem=64 \
         -o /dev/null --wrap 'test -n "$SLURM_JOB_ID"' 2>&1) || {
         log "sbatch failed: $out"
@@ -207,8 +208,17 @@ else
     stop_pidfile /run/slurmctld.pid
     log "starting slurmctld and slurmd"
     slurmctld -i || die "slurmctld did not start"
-    for _ in $(seq 30); do timeout 5 scontrol ping 2>/dev/null | grep -q UP && break; sleep 1; done
-    timeout 5 scontrol ping 2>/dev/null | grep -q UP || die "slurmctld does not answer scontrol ping"
+    up=0
+    started=$SECONDS
+    while ((SECONDS < started + 30)); do
+        if timeout 5 scontrol ping 2>/dev/null | grep -q UP; then up=1; break; fi
+        # Gone (a port in use, a bad slurm.conf): say so now rather than after 30 s.
+        pid=$(cat /run/slurmctld.pid 2>/dev/null || true)
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then die "slurmctld exited at start"; fi
+        if [[ -z $pid ]] && ((SECONDS > started + 5)); then die "slurmctld wrote no pid file"; fi
+        sleep 1
+    done
+    ((up)) || die "slurmctld does not answer scontrol ping after 30 s"
     slurmd || die "slurmd did not start"
 fi
 

@@ -7,6 +7,7 @@ The public API::
 
 __version__ = "0.1.0"
 
+from . import cluster  # noqa: E402,F401
 from .dataset import build_dataset  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .grid import Grid  # noqa: E402

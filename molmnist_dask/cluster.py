@@ -38,6 +38,8 @@ def slurm_cluster(jobs: int = 1, **kwargs):
 
     Keyword arguments override the config (``cores``, ``memory``, ``account``, ``queue``,
     ``walltime``, ``job_extra_directives``, ...). See ``deploy/nersc/jobqueue.yaml``.
+    SLURMCluster reads that config again for every job it submits, so give settings in the
+    YAML file or ``DASK_JOBQUEUE__SLURM__*`` variables, not a temporary ``dask.config.set``.
     """
     try:
         from dask_jobqueue import SLURMCluster
@@ -62,10 +64,12 @@ def _client(address=None, scheduler_file=None):
 
 
 def get_client(where: str | None = None, *, n_workers: int | None = None, jobs: int = 1,
-               wait_workers: int = 1, **cluster_kwargs):
+               wait_workers: int = 1, wait_timeout: float | None = None, **cluster_kwargs):
     """A `distributed.Client` for ``where`` (see `connect`), printing its dashboard link.
 
-    A cluster it starts is ``client.cluster``; ``client.shutdown()`` stops both.
+    A cluster it starts is ``client.cluster``; ``client.shutdown()`` stops both. With Slurm
+    it waits for ``wait_workers`` workers, at most ``wait_timeout`` seconds (None: no limit,
+    as a job may queue for hours).
     """
     if where is None:
         from .progress import active_client
@@ -84,9 +88,15 @@ def get_client(where: str | None = None, *, n_workers: int | None = None, jobs: 
             _say(client, f"local cluster of {len(cluster.workers)} workers")
         else:
             cluster = slurm_cluster(jobs=jobs, **cluster_kwargs)
-            client = Client(cluster)
-            _say(client, f"Slurm cluster, {jobs} job(s) submitted")
-            client.wait_for_workers(wait_workers)
+            try:  # whatever goes wrong, leave no batch job queued behind
+                client = Client(cluster)
+                _say(client, f"Slurm cluster, {jobs} job(s) submitted; waiting for {wait_workers} "
+                             "worker(s) (see squeue --me)")
+                if wait_workers > 0:
+                    client.wait_for_workers(wait_workers, timeout=wait_timeout)
+            except BaseException:
+                cluster.close()
+                raise
         return client
     if "://" in where:
         client = _client(address=where)

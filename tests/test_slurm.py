@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import dask
@@ -18,9 +19,11 @@ pytestmark = pytest.mark.slurm
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
+WAIT = 90  # seconds for a job to start and its worker to connect (about 3 s on an idle node)
 
-# One small job per cluster: a worker of one thread, well under the CI node's memory. Workers
-# and scheduler on loopback: the jobs run on this machine, and loopback exists in any container.
+# One small job per cluster: one worker of one thread, well under the CI node's memory.
+# Scheduler and workers on loopback: the jobs run on this machine, and every container has
+# `lo` (the scheduler takes `interface` too unless scheduler_options names another).
 JOB = dict(
     cores=1,
     processes=1,
@@ -38,9 +41,9 @@ def _slurm_problem():
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return "sinfo/sbatch not found: Slurm is not installed (run `sudo .ci/slurm.sh`)"
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
     except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 20 s"
+        return "sinfo did not answer within 30 s"
     if out.returncode != 0:
         return f"sinfo failed: {out.stderr.strip() or out.stdout.strip()}"
     states = {s.rstrip("*~#!%$@^-") for s in out.stdout.split()}
@@ -59,110 +62,99 @@ def slurm():
     pytest.skip(f"no usable Slurm: {problem}")
 
 
+def _queued(name):
+    """Our jobs (by job name) that Slurm still holds, as 'JOBID STATE' lines."""
+    out = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i %t"],
+                         capture_output=True, text=True, timeout=30).stdout
+    return [line for line in out.splitlines() if line.split()[1:] not in (["CG"], ["CD"], ["CA"])]
+
+
 @pytest.fixture
-def jobdirs(tmp_path):
-    """Worker scratch and Slurm job logs under tmp, never in the working directory."""
+def job(slurm, tmp_path):
+    """SLURMCluster options for one test: a job name of its own, worker scratch and job logs
+    under tmp (never in the working directory). Afterwards no job of that name is left: the
+    test's cluster.close() must have cancelled them; any left are cancelled and reported."""
+    name = f"molmnist-test-{uuid.uuid4().hex[:8]}"  # sbatch -J
     local, logs = tmp_path / "worker-space", tmp_path / "slurm-logs"
     local.mkdir()
     logs.mkdir()
-    return dict(local_directory=str(local), log_directory=str(logs))
+    yield dict(JOB, job_name=name, local_directory=str(local), log_directory=str(logs))
+    left = _queued(name)
+    if left:
+        subprocess.run(["scancel", "--name", name], timeout=30)
+    assert not left, f"Slurm jobs left behind after cluster.close(): {left}"
 
 
 def _job_ids(cluster):
-    return {str(job.job_id) for job in cluster.workers.values() if job.job_id}
-
-
-def _assert_gone(job_ids):
-    """Our jobs are no longer queued or running; cancel them if they are."""
-    if not job_ids:
-        return
-    out = subprocess.run(
-        ["squeue", "-h", "-o", "%i %t", "-j", ",".join(sorted(job_ids))],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    ).stdout.split("\n")
-    alive = [line for line in out if line.strip() and line.split()[1] not in ("CG", "CD", "CA")]
-    if alive:
-        subprocess.run(["scancel", *sorted(job_ids)], timeout=20)
-    assert not alive, f"jobs left behind after cluster.close(): {alive}"
+    return {str(j.job_id) for j in cluster.workers.values() if getattr(j, "job_id", None)}
 
 
 def _worker_env(client, name):
     """{worker address: value of environment variable `name` in that worker}.
 
-    os.getenv travels by reference; a function of this module would not (the worker cannot
+    os.getenv travels by reference; a function of this module would not (the workers cannot
     import the test module).
     """
     return client.run(os.getenv, name)
 
 
-def test_slurmcluster_runs_a_dask_computation_in_a_slurm_job(slurm, jobdirs):
+def test_slurmcluster_runs_a_dask_computation_in_a_slurm_job(job):
+    import dask.array as da
     from dask_jobqueue import SLURMCluster
     from distributed import Client
 
-    import dask.array as da
-
-    job_ids = set()
-    cluster = SLURMCluster(**JOB, **jobdirs)
+    cluster = SLURMCluster(**job)
     try:
         assert "#SBATCH --mem=2G" in cluster.job_script()
         cluster.scale(jobs=1)
         with Client(cluster) as client:
-            client.wait_for_workers(1, timeout=90)
-            job_ids = _job_ids(cluster)
+            client.wait_for_workers(1, timeout=WAIT)
 
             x = da.arange(10_000, chunks=1_000)
             assert int((x * 2).sum().compute()) == 2 * sum(range(10_000))
 
+            # The worker really is a Slurm job: the one the cluster submitted.
             (job_id,) = _worker_env(client, "SLURM_JOB_ID").values()
-            assert job_id in job_ids, (job_id, job_ids)
-            assert set(_worker_env(client, "SLURM_JOB_NAME").values()) == {"dask-worker"}
+            assert job_id in _job_ids(cluster)
+            assert set(_worker_env(client, "SLURM_JOB_NAME").values()) == {job["job_name"]}
     finally:
-        job_ids |= _job_ids(cluster)
         cluster.close()
-    _assert_gone(job_ids)
 
 
-def test_build_on_slurm_equals_a_local_synchronous_build(slurm, jobdirs, tmp_path):
-    import molmnist_dask as mm
-    from molmnist_dask.cluster import get_client
+def test_build_on_slurm_equals_a_local_synchronous_build(job, tmp_path):
     from MDAnalysisTests.datafiles import DCD, PSF
 
+    import molmnist_dask as mm
+    from distributed import get_task_stream
+    from molmnist_dask.cluster import get_client
+
     source = mm.TrajectorySource("adk", PSF, DCD)
-    kwargs = dict(size=32, variants=6)
+    kwargs = dict(size=32, variants=6, extent=90.0)  # adk fits in 90 A
     with dask.config.set(scheduler="synchronous"):
         local = mm.build_dataset([source], **kwargs).compute()
 
-    # The site settings a user keeps in ~/.config/dask/jobqueue.yaml; the entry point must
-    # honour them. PYTHONPATH lets the job import this checkout even when it is not installed.
-    settings = {f"jobqueue.slurm.{k.replace('_', '-')}": v for k, v in {**JOB, **jobdirs}.items()}
-    settings["jobqueue.slurm.job-script-prologue"] = [
-        f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}"
-    ]
-    job_ids = set()
-    with dask.config.set(settings):
-        client = get_client("slurm")
+    # PYTHONPATH lets the job import this checkout even where it is not installed.
+    prologue = [f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    out = tmp_path / "adk-store"
+    # get_client waits for the first worker (the fixture cancels the job if it raises).
+    client = get_client("slurm", jobs=1, job_script_prologue=prologue, **job)
     cluster = client.cluster
     try:
-        if not cluster.workers:  # the entry point may leave scaling to us
-            cluster.scale(jobs=1)
-        client.wait_for_workers(1, timeout=90)
-        job_ids = _job_ids(cluster)
-        assert set(_worker_env(client, "SLURM_JOB_ID").values()) <= job_ids
-
-        out = tmp_path / "adk-store"
-        mm.save_dataset(mm.build_dataset([source], **kwargs), out, client=client, progress=False)
+        assert set(_worker_env(client, "SLURM_JOB_ID").values()) <= _job_ids(cluster)
+        # save_dataset runs on the active client, the one get_client made: every block is
+        # rendered and written by the worker in the Slurm job.
+        with get_task_stream(client) as tasks:
+            mm.save_dataset(mm.build_dataset([source], **kwargs), out, progress=False)
+        assert tasks.data, "no task ran on the Slurm cluster"
+        assert {t["worker"] for t in tasks.data} <= set(client.scheduler_info()["workers"])
     finally:
-        job_ids |= _job_ids(cluster)
         client.close()
         cluster.close()
-    _assert_gone(job_ids)
 
     remote = mm.open_dataset(out).load()
+    assert remote["shape"].shape == (1, 6, 32, 32)
     assert set(local.data_vars) <= set(remote.data_vars)
     for name in ("molecule", "label", "variant", "frame", "y", "x", "qy", "qx"):
         np.testing.assert_array_equal(remote[name].values, local[name].values, err_msg=name)
     np.testing.assert_array_equal(remote["shape"].values, local["shape"].values)
     np.testing.assert_allclose(remote["diffraction"].values, local["diffraction"].values, rtol=1e-6)
-    assert remote["shape"].shape == (1, 6, 32, 32)

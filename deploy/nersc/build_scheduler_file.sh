@@ -31,6 +31,7 @@ ENV_NAME=${MOLMNIST_ENV:-molmnist}   # TODO: your conda env with molmnist-dask i
 CPUS_PER_NODE=${CPUS_PER_NODE:-256}
 WORKER_MEM_PER_NODE_GB=${WORKER_MEM_PER_NODE_GB:-480}
 INTERFACE=${INTERFACE:-hsn0}         # Slingshot high-speed network
+SCHEDULER_CPUS=${SCHEDULER_CPUS:-2}  # hardware threads for the scheduler's step
 
 if type module >/dev/null 2>&1; then
     module load python
@@ -53,16 +54,19 @@ echo "molmnist build: $RUN -> $OUT at ${SIZE}px on $NODES nodes," \
 
 # The scheduler: one task on the first node. --overlap lets it share that node with the
 # workers' step below (job steps do not share CPUs by default).
-srun --overlap -N 1 -n 1 -c 2 \
-    dask scheduler --scheduler-file "$SCHEDULER_FILE" --interface "$INTERFACE" --no-dashboard \
+srun --overlap -N 1 -n 1 -c "$SCHEDULER_CPUS" \
+    dask scheduler --scheduler-file "$SCHEDULER_FILE" --interface "$INTERFACE" --port 0 \
+    --dashboard-address :8787 \
     >"molmnist-scheduler-$SLURM_JOB_ID.log" 2>&1 &
 SCHEDULER_PID=$!
 
 for _ in $(seq 120); do [[ -s $SCHEDULER_FILE ]] && break; sleep 1; done
 [[ -s $SCHEDULER_FILE ]] || { echo "scheduler did not start; see molmnist-scheduler-$SLURM_JOB_ID.log" >&2; exit 1; }
 
-# The workers: one Slurm task per dask worker, each bound to its own cores.
-srun --overlap -N "$NODES" --ntasks-per-node="$WORKERS_PER_NODE" -c "$CPUS_PER_WORKER" \
+# The workers: one Slurm task per dask worker, each bound to its own cores. (-n explicitly:
+# srun would otherwise inherit an sbatch -n through SLURM_NTASKS.)
+srun --overlap -N "$NODES" -n "$NWORKERS" --ntasks-per-node="$WORKERS_PER_NODE" \
+    -c "$CPUS_PER_WORKER" \
     --cpu-bind=cores \
     dask worker --scheduler-file "$SCHEDULER_FILE" --interface "$INTERFACE" \
     --nworkers 1 --nthreads "$THREADS_PER_WORKER" --memory-limit "$MEM_PER_WORKER" \
