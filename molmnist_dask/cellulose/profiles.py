@@ -5,8 +5,10 @@ a (200) lattice plane: its chains lie side by side along b (8.2 angstrom apart),
 stack along a* (the (200) normal, d200 = 3.87 angstrom apart), origin-chain and center-chain
 sheets alternating (Nishiyama, Langan & Chanzy 2002). Row 0 is a sheet of origin chains.
 This is the construction of the Ding & Himmel (2006, J. Agric. Food Chem. 54, 597) 36-chain
-model and of cellulose-builder tools: consecutive rows one chain longer (or shorter) put the
-fibril's sides on the (110) and (1-10) planes, and the first and last rows are (200) faces.
+model, and cellulose-modeler's "layers": consecutive rows one chain longer (or shorter), each
+shifted by b/2, put the fibril's sides on the (110) and (1-10) planes; the first and last rows
+are (200) faces. The rows are placed here rather than by cellulose-modeler, whose rounding
+moves the last row of its 1,2,3,2,1 profile one b sideways (its 3x3 is no diamond).
 
 - "NxN" diamonds, N = 2..9: rows 1, 2, ..., N, ..., 2, 1 (N^2 chains), four (110)/(1-10) faces.
 - "hex24": rows 3, 4, 5, 5, 4, 3 (24 chains); "hex36": rows 3, 4, 5, 6, 6, 5, 4, 3

@@ -29,7 +29,7 @@ from .profiles import MOLECULES
 from .variants import ATOM_SIGMA, CHAIN_SIGMA, TWIST_MAX, twist_rate, variant_positions
 
 FORMAT_VERSION = 1
-DEFAULT_VARIANTS = 100    # the default build: seconds to write, a few minutes to render; the paper has 2000
+DEFAULT_VARIANTS = 100    # the default build: ~10 s to write, ~10 s to render on 2 cores; the paper has 2000
 DEFAULT_EXTENT = 90.0     # angstrom: the 9x9 fibril reaches 36.5 A from its axis, so 8 A to spare
 RECORD = "synth.json"
 RUN_FILE = "run.toml"

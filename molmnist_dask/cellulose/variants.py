@@ -2,15 +2,15 @@
 
 Twist. Molecular dynamics of finite cellulose I-beta microfibrils in water finds them twisting
 right-handedly about their axis, away from the straight crystal, the more so the thinner the
-fibril: of the order of 1-2 degrees/nm for 36-chain fibrils and several degrees/nm for the
-thinnest ones, depending on the force field (Matthews et al. 2006, Carbohydr. Res. 341, 138;
-Paavilainen, Rog & Vattulainen 2011, J. Phys. Chem. B 115, 3747; Hadden et al. 2013,
-Biopolymers 99, 746 and Cellulose 21, 879; Zhao et al. 2013, J. Phys. Chem. A 117, 2580).
+fibril: of the order of 1-3 degrees/nm for 18- to 36-chain fibrils, more for thinner ones,
+depending on the force field (Matthews et al. 2006, Carbohydr. Res. 341, 138; Paavilainen,
+Rog & Vattulainen 2011, J. Phys. Chem. B 115, 3747; Hadden, French & Woods 2013, Biopolymers
+99, 746, and 2014, Cellulose 21, 879; Zhao et al. 2013, J. Phys. Chem. A 117, 2580).
 Variant v of V turns each atom about the fibril axis (z, through the centre of geometry) by
 ``rate_v * z`` with ``rate_v = twist_max * v / (V - 1)``: variant 0 is the straight crystal and
 the last one the most twisted, the order of the paper's figures. The default `TWIST_MAX`,
-5 degrees/nm (+-52 degrees at the ends of a 207 angstrom fibril), spans those reports; a
-positive rate is a right-handed twist.
+3 degrees/nm (+-31 degrees at the ends of a 207 angstrom fibril), is the upper end of those
+reports; one range serves every size. A positive rate is a right-handed twist.
 
 Thermal motion. Each chain moves as a whole by a Gaussian vector (``chain_sigma`` angstrom RMS
 per axis) and each atom by its own (``atom_sigma``), like isotropic B-factors,
@@ -30,7 +30,7 @@ import numpy as np
 
 from .fibril import Fibril
 
-TWIST_MAX = 5.0      # degrees per nm, the most twisted variant
+TWIST_MAX = 3.0      # degrees per nm, the most twisted variant
 ATOM_SIGMA = 0.19    # angstrom RMS per axis, each atom
 CHAIN_SIGMA = 0.10   # angstrom RMS per axis, each chain as a whole
 
