@@ -156,9 +156,8 @@ def frame_indices(source: TrajectorySource, n_frames: int) -> np.ndarray:
 
 def inspect(source: TrajectorySource) -> SourceInfo:
     """Open a source on the client once to check it and count its atoms, electrons and frames."""
-    universe = _open(source)
-    atoms = select(source, universe)
-    _, summary = electron_counts(atoms)
+    universe, atoms, z = selected(source)
+    summary = electron_counts(atoms)[1]
     frames = frame_indices(source, len(universe.trajectory))
     return SourceInfo(frames=frames, **summary)
 
