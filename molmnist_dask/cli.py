@@ -74,6 +74,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--oversampling", type=_positive_int, help="zero-padding factor of the transform")
     b.add_argument("--center", choices=["geometry", "electrons", "none"])
     b.add_argument("--block-size", type=_positive_int, help="frames per task (default automatic)")
+    b.add_argument("--scattering", choices=["electrons", "form_factors"],
+                   help="what atoms scatter: Z (default) or X-ray form factors f0(|q|)")
+    b.add_argument("--fluence", type=_positive_float,
+                   help="add Poisson photon noise: expected photons per pattern")
+    b.add_argument("--noise-seed", type=_integer, help="seed of the photon noise (default 0)")
     b.add_argument("--seed", type=_integer, default=0, help="seed of the cellulose variants (default run)")
     b.add_argument("--synth-dir", help="where the default run's trajectories go "
                                        "(default: molmnist-cellulose beside the output)")
@@ -126,7 +131,8 @@ def _build(args) -> None:
         run_file = args.run
     config = load_run_file(run_file)
     options = dict(config.options)
-    for key in ("size", "extent", "variants", "oversampling", "block_size"):
+    for key in ("size", "extent", "variants", "oversampling", "block_size", "scattering", "fluence",
+                "noise_seed"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.center is not None:

@@ -11,6 +11,9 @@ A run file looks like this (paths are relative to the run file)::
     variants = 100        # frames evenly spread over each trajectory
     center = "geometry"   # "geometry", "electrons" or "none"
     block_size = 0        # frames per task; 0 means automatic
+    scattering = "electrons"  # or "form_factors": X-ray form factors f0(|q|) in the patterns
+    fluence = 1e6         # optional (omit: no noise): Poisson noise, expected photons per pattern
+    noise_seed = 0        # seed of that noise
     selection = "all"     # default selection for molecules that give none
 
     [[molecule]]
@@ -40,7 +43,8 @@ from .errors import InputError
 from .sources import TrajectorySource
 
 GRID_KEYS = {"size": int, "extent": float, "oversampling": int}
-OPTION_KEYS = {"variants": int, "center": str, "block_size": int, "selection": str}
+OPTION_KEYS = {"variants": int, "center": str, "block_size": int, "selection": str,
+               "scattering": str, "fluence": float, "noise_seed": int}
 MOLECULE_KEYS = {"name": str, "topology": str, "trajectory": (str, list), "selection": str,
                  "start": int, "stop": int, "step": int}
 TOP_KEYS = {"grid", "options", "molecule"}
@@ -161,6 +165,10 @@ def write_run_file(path, sources, *, grid: dict | None = None, options: dict | N
     """
     path = Path(path)
     base = path.parent.resolve()
+    if options and "center" in options and options["center"] is None:
+        # build_dataset's center=None means "no centring", which a run file spells "none";
+        # dropped like the other None values it would come back as the default "geometry".
+        options = {**options, "center": "none"}
 
     def rel(p):
         p = Path(p).resolve()

@@ -15,6 +15,7 @@ from . import __version__
 from .errors import InputError
 from .grid import Grid
 from .render import CENTERS, NonFiniteCoordinates, center_positions, render
+from .noise import add_noise, check_fluence
 from .sources import SourceInfo, TrajectorySource, inspect, selected, spread
 
 #: A chunk (one block of one variable) aims at this many bytes: big enough that a task does
@@ -23,6 +24,9 @@ BLOCK_BYTES = 32 * 2**20
 MAX_BLOCK_FRAMES = 256
 #: Warn when more than this fraction of a molecule's electrons falls outside the field of view.
 LOST_FRACTION_WARNING = 0.01
+#: What scatters: each atom's electron count Z (the data contract), or its X-ray form factor
+#: f0(|q|) (formfactors.py).
+SCATTERING = ("electrons", "form_factors")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class Plan:
     grid: Grid
     center: str | None
     blocks: tuple  # (start, stop) along variant
+    scattering: str = "electrons"
+    fluence: float | None = None
+    noise_seed: int = 0
 
     @property
     def block_sizes(self) -> tuple:
@@ -48,7 +55,7 @@ def auto_block_size(grid: Grid, n_variants: int) -> int:
 
 
 def plan(sources, *, size=200, extent=None, variants=None, center="geometry",
-         oversampling=1, block_size=None) -> Plan:
+         oversampling=1, block_size=None, scattering="electrons", fluence=None, noise_seed=0) -> Plan:
     """Check the sources and options, and cut each molecule's frames into blocks.
 
     Opens each source once on the client (to check it and count atoms and frames); the
@@ -57,7 +64,13 @@ def plan(sources, *, size=200, extent=None, variants=None, center="geometry",
     sources = _check_sources(sources)
     if center not in CENTERS:
         raise InputError(f"center must be 'geometry', 'electrons' or None, got {center!r}")
+    if scattering not in SCATTERING:
+        raise InputError(f"scattering must be 'electrons' or 'form_factors', got {scattering!r}")
+    check_fluence(fluence, noise_seed)
     infos = tuple(inspect(s) for s in sources)
+    if scattering == "form_factors":
+        for source in sources:
+            _element_groups(source)
     frames = _pick_frames(sources, infos, variants)
     if extent is None:
         extent = auto_extent(sources, center)
@@ -68,7 +81,8 @@ def plan(sources, *, size=200, extent=None, variants=None, center="geometry",
     elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise InputError(f"block_size must be a positive integer, got {block_size!r}")
     blocks = tuple((i, min(i + block_size, n)) for i in range(0, n, int(block_size)))
-    return Plan(sources, infos, frames, grid, center, blocks)
+    return Plan(sources, infos, frames, grid, center, blocks, scattering,
+                None if fluence is None else float(fluence), int(noise_seed))
 
 
 def _check_sources(sources) -> tuple:
@@ -111,8 +125,21 @@ def auto_extent(sources, center) -> float:
     return float(math.ceil(2.4 * half + 1))
 
 
-def render_block(source: TrajectorySource, frames, grid: Grid, center):
-    """Worker task: read a block of frames and render it. Returns the arrays of `Rendered`."""
+def _element_groups(source: TrajectorySource):
+    """Elements of a source's selection and each atom's index into them (form factors)."""
+    from .electrons import element_symbols
+    from .formfactors import element_groups
+
+    _, atoms, z = selected(source)
+    return element_groups(element_symbols(atoms), z, source.name)
+
+
+def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scattering="electrons",
+                 fluence=None, noise_seed=0, variants=None):
+    """Worker task: read a block of frames and render it. Returns the arrays of `Rendered`.
+
+    ``variants`` (the block's variant indices) seed the photon noise when ``fluence`` is given.
+    """
     universe, atoms, z = selected(source)
 
     def positions():
@@ -121,20 +148,34 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center):
             yield atoms.positions
 
     try:
-        r = render(positions(), z, grid, center)
+        if scattering == "form_factors":
+            from .formfactors import render_form_factors
+
+            elements, index = _element_groups(source)
+            r = render_form_factors(positions(), z, index, elements, grid, center)
+        else:
+            r = render(positions(), z, grid, center)
     except NonFiniteCoordinates as err:
         raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame "
                          f"{int(frames[err.index])} "
                          f"of {', '.join(source.trajectory) or source.topology}") from None
-    return r.shape, r.diffraction, r.lost_atoms, r.lost_electrons
+    diffraction = r.diffraction
+    if fluence is not None:
+        diffraction = add_noise(diffraction, fluence, noise_seed, source.name, variants)
+    return r.shape, diffraction, r.lost_atoms, r.lost_electrons
 
 
 def _block_arrays(p: Plan, m: int, start: int, stop: int):
     source, grid = p.sources[m], p.grid
     frames = p.frames[m, start:stop]
-    token = dask.base.tokenize(source, frames, grid, p.center)
+    options = {}  # only what differs from the defaults, so default graphs keep their keys
+    if p.scattering != "electrons":
+        options["scattering"] = p.scattering
+    if p.fluence is not None:
+        options.update(fluence=p.fluence, noise_seed=p.noise_seed, variants=np.arange(start, stop))
+    token = dask.base.tokenize(source, frames, grid, p.center, *sorted(options.items(), key=str))
     task = dask.delayed(render_block, pure=True)(
-        source, frames, grid, p.center, dask_key_name=f"render-{source.name}-{start}-{token}")
+        source, frames, grid, p.center, **options, dask_key_name=f"render-{source.name}-{start}-{token}")
     k = stop - start
     specs = [((k, grid.size, grid.size), np.float32), ((k, grid.qsize, grid.qsize), np.float32),
              ((k,), np.int64), ((k,), np.float64)]
@@ -152,7 +193,8 @@ def _assemble(p: Plan) -> list:
 
 def build_dataset(sources, *, size: int = 200, extent: float | None = None, variants: int | None = None,
                   center: str | None = "geometry", oversampling: int = 1,
-                  block_size: int | None = None) -> xr.Dataset:
+                  block_size: int | None = None, scattering: str = "electrons",
+                  fluence: float | None = None, noise_seed: int = 0) -> xr.Dataset:
     """Lazy shape images and diffraction patterns of MD trajectories, labelled per molecule.
 
     Parameters
@@ -172,6 +214,16 @@ def build_dataset(sources, *, size: int = 200, extent: float | None = None, vari
         Zero-pad shapes to ``oversampling * size`` before the transform.
     block_size : int, optional
         Frames per task and per chunk; automatic by default (chunks of about 32 MiB).
+    scattering : {"electrons", "form_factors"}
+        What each atom scatters in the diffraction pattern: its electron count Z (the shape's
+        weights), or its tabulated X-ray form factor f0(|q|) (Waasmaier & Kirfel; see
+        `molmnist_dask.formfactors`). The shape is the electron-count image either way.
+    fluence : float, optional
+        Replace each pattern by Poisson photon counts with this expected total number of
+        photons per pattern (`molmnist_dask.noise`); noise-free by default.
+    noise_seed : int
+        Seed of the photon noise; each (seed, molecule, variant) draws the same noise whatever
+        the blocks or the scheduler.
 
     Returns
     -------
@@ -181,7 +233,8 @@ def build_dataset(sources, *, size: int = 200, extent: float | None = None, vari
         or rendered until it is computed or saved.
     """
     p = plan(sources, size=size, extent=extent, variants=variants, center=center,
-             oversampling=oversampling, block_size=block_size)
+             oversampling=oversampling, block_size=block_size, scattering=scattering,
+             fluence=fluence, noise_seed=noise_seed)
     _warn_lost(p)
     shape, diffraction, lost_atoms, lost_electrons = _assemble(p)
     return make_dataset(p, shape, diffraction, lost_atoms, lost_electrons)
@@ -223,9 +276,7 @@ def make_dataset(p: Plan, shape, diffraction, lost_atoms, lost_electrons) -> xr.
     data = {
         "shape": (("molecule", "variant", "y", "x"), shape,
                   {"long_name": "projected electron count per pixel", "units": "electrons"}),
-        "diffraction": (("molecule", "variant", "qy", "qx"), diffraction,
-                        {"long_name": "far-field diffraction intensity |FFT2(shape)|^2",
-                         "units": "electrons^2"}),
+        "diffraction": (("molecule", "variant", "qy", "qx"), diffraction, _diffraction_attrs(p)),
         "lost_atoms": (("molecule", "variant"), lost_atoms,
                        {"long_name": "atoms outside the field of view", "units": "1"}),
         "lost_electrons": (("molecule", "variant"), lost_electrons,
@@ -254,6 +305,34 @@ def restore_attrs(attrs: dict) -> dict:
     return out
 
 
+def _diffraction_attrs(p: Plan) -> dict:
+    """The diffraction variable's attributes: they say which options made it."""
+    if p.scattering == "form_factors":
+        attrs = {"long_name": "far-field diffraction intensity |sum_e f0_e(|q|) FFT2(n_e)|^2",
+                 "units": "electrons^2"}
+    else:
+        attrs = {"long_name": "far-field diffraction intensity |FFT2(shape)|^2", "units": "electrons^2"}
+    if p.fluence is not None:
+        attrs = {"long_name": f"photon counts, Poisson noise on {attrs['long_name']} scaled to "
+                              f"{p.fluence:g} expected photons per pattern", "units": "photons"}
+    return attrs
+
+
+def _option_attrs(p: Plan) -> dict:
+    """Attributes of the diffraction options, only where they differ from the defaults
+    (so default datasets keep exactly the attributes, and store configurations, they had)."""
+    attrs = {}
+    if p.scattering != "electrons":
+        from .formfactors import SOURCE
+
+        attrs.update(scattering=p.scattering, form_factor_source=SOURCE)
+    if p.fluence is not None:
+        attrs.update(fluence=p.fluence, fluence_units="expected photons per pattern",
+                     noise="Poisson photon counts; seeded by (noise_seed, molecule, variant)",
+                     noise_seed=p.noise_seed)
+    return attrs
+
+
 def dataset_attrs(p: Plan) -> dict:
     """Attributes: grid, selection, centring, electron source, version, per-molecule counts."""
     return {
@@ -275,4 +354,5 @@ def dataset_attrs(p: Plan) -> dict:
         "n_no_element": np.array([i.n_no_element for i in p.infos], dtype=np.int64),
         "elements_guessed": np.array([int(i.elements_guessed) for i in p.infos], dtype=np.int64),
         "block_size": int(max(p.block_sizes)),
+        **_option_attrs(p),
     }

@@ -12,11 +12,14 @@ many workers write in parallel without the lock that one shared HDF5 file would 
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import dask
 import netCDF4
 import numpy as np
 import xarray as xr
@@ -24,6 +27,8 @@ from xarray.backends.locks import HDF5_LOCK
 
 IMAGE_VARS = ("shape", "diffraction")
 SMALL_VARS = ("lost_atoms", "lost_electrons")
+#: One part written at a time per process (see `write_part`).
+_WRITE_LOCK = threading.Lock()
 
 
 def part_name(molecule: int, start: int, stop: int) -> str:
@@ -47,7 +52,8 @@ def encoding(image_shape: dict, compression: dict) -> dict:
     return enc
 
 
-def write_part(path: str, arrays: dict, coords: dict, attrs: dict, compression: dict) -> str:
+def write_part(path: str, arrays: dict, coords: dict, attrs: dict, compression: dict,
+               variable_attrs: dict | None = None) -> str:
     """Worker task: write one block to ``path`` atomically. Returns the path.
 
     Parameters
@@ -56,18 +62,33 @@ def write_part(path: str, arrays: dict, coords: dict, attrs: dict, compression: 
         ``shape``, ``diffraction`` (1, k, n, n) and ``lost_atoms``, ``lost_electrons`` (1, k).
     coords : dict
         ``molecule``, ``label``, ``variant``, ``frame``, ``y``, ``x``, ``qy``, ``qx`` for the block.
+    variable_attrs : dict, optional
+        Attributes (units, long_name) of each variable.
     """
     dims = {"shape": ("molecule", "variant", "y", "x"),
             "diffraction": ("molecule", "variant", "qy", "qx"),
             "lost_atoms": ("molecule", "variant"), "lost_electrons": ("molecule", "variant")}
-    ds = xr.Dataset({k: (dims[k], np.asarray(v)) for k, v in arrays.items()}, coords=coords, attrs=attrs)
+    variable_attrs = variable_attrs or {}
+    ds = xr.Dataset({k: (dims[k], np.asarray(v), variable_attrs.get(k, {})) for k, v in arrays.items()},
+                    coords=coords, attrs=attrs)
     enc = encoding({v: ds[v].shape[2:] for v in IMAGE_VARS}, compression)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc)
+        # xarray locks only the data writes, not the metadata calls (createVariable, ...), so
+        # two threads writing two files at once crash HDF5: one write at a time per process.
+        # Within it, a process-local lock is all xarray needs; on a distributed worker it would
+        # otherwise take scheduler-wide locks (round trips to the scheduler, ~0.1 s a part).
+        with _WRITE_LOCK, dask.config.set(scheduler="synchronous"):
+            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc)
         os.replace(tmp, final)
+    except RuntimeError as err:
+        # netCDF4 reports a failed HDF5 write (a full disk, a quota) as "NetCDF: HDF error":
+        # an OSError naming the part and the room left, which save_dataset reports as such.
+        free = shutil.disk_usage(final.parent).free / 2**20
+        raise OSError(errno.EIO, f"writing {final.name} failed ({err}; {free:.1f} MiB free "
+                                 "on its disk)") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -9,13 +9,17 @@ DESIGN.md, exactly:
   atoms outside the field of view dropped and counted;
 - ``diffraction = fftshift(abs(fft2(shape, s=(k*size, k*size)))**2)``.
 
-It is faster than that definition: one ``bincount`` of computed bin indices replaces
-``histogram2d``'s sorted search, and a float32 real FFT of the whole block (half the spectrum,
-the other half filled in by Hermitian symmetry) replaces a complex128 ``fft2`` per frame.
+It is faster than that definition (benchmarks/bench_build.py): only x and y are centred and
+binned; a bin index computed by arithmetic and corrected against the edges replaces
+``histogram2d``'s sorted search, and one ``bincount`` with a border of outlier bins (as
+``histogramdd`` lays them out) replaces the masking of atoms outside; a float32 real FFT of the
+image's occupied rows (half the spectrum, the other half filled in by Hermitian symmetry, the
+quadrants swapped on the way) replaces a complex128 ``fft2`` and ``fftshift`` per frame.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,16 +61,45 @@ class NonFiniteCoordinates(ValueError):
 def center_positions(positions: np.ndarray, weights: np.ndarray, center: str | None) -> np.ndarray:
     """Positions as float64 minus their centre of geometry, of electrons, or as they are."""
     pos = np.asarray(positions, dtype=np.float64)
+    c = _centre(pos, weights, center)
+    return pos if c is None else pos - c
+
+
+def _centre(pos: np.ndarray, weights: np.ndarray, center: str | None):
+    """The centre `center_positions` subtracts (None for none), from float64 positions."""
     if center is None:
-        return pos
+        return None
     if center == "geometry":
-        return pos - pos.mean(axis=0)
+        return pos.mean(axis=0)
     if center == "electrons":
         w = np.asarray(weights, dtype=np.float64)
         if w.sum() <= 0:
             raise ValueError("center='electrons' needs atoms with electrons")
-        return pos - (w @ pos) / w.sum()
+        return (w @ pos) / w.sum()
     raise ValueError(f"center must be 'geometry', 'electrons' or None, got {center!r}")
+
+
+def _centred_xy(pos: np.ndarray, weights: np.ndarray, center: str | None, ws: "_Workspace"):
+    """``center_positions(pos, ...)[:, [1, 0]].T`` into ``ws.v``, bit for bit, z untouched.
+
+    numpy's ``mean(axis=0)`` of an (atoms, 3) array adds each column in order, atom after atom
+    (its pairwise summation needs the contiguous axis), so a cumulative sum of the float64
+    column ends on the same number, several times faster.
+    """
+    v, n = ws.v, len(pos)
+    np.copyto(v[0], pos[:, 1])
+    np.copyto(v[1], pos[:, 0])
+    if center == "geometry" and n:
+        cy = np.cumsum(v[0], out=ws.acc)[-1] / n
+        cx = np.cumsum(v[1], out=ws.acc)[-1] / n
+    else:
+        c = _centre(np.asarray(pos, dtype=np.float64), weights, center) if n else None
+        if c is None:
+            return v
+        cx, cy = c[0], c[1]
+    v[0] -= cy
+    v[1] -= cx
+    return v
 
 
 def bin_index(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,14 +110,90 @@ def bin_index(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.nda
     rounding put a value on the wrong side of an edge, as numpy.histogram does for uniform bins.
     """
     n = len(edges) - 1
-    scale = n / (edges[-1] - edges[0])
-    idx = np.floor((values - edges[0]) * scale)
-    np.clip(idx, 0, n - 1, out=idx)
-    idx = idx.astype(np.intp)
-    idx -= values < edges[idx]
-    idx += (values >= edges[idx + 1]) & (idx != n - 1)
-    inside = (values >= edges[0]) & (values <= edges[-1])
-    return idx, inside
+    k = _Bins(edges).index(np.asarray(values, dtype=np.float64))
+    inside = (k >= 1) & (k <= n)
+    np.clip(k, 1, n, out=k)
+    k -= 1
+    return k, inside
+
+
+class _Bins:
+    """Uniform bins as ``numpy.histogramdd`` numbers them: 1..n inside, 0 below, n+1 above.
+
+    ``lower[k]`` is the lowest value of bin k: -inf, the n left edges, then the number just
+    above the last edge (which belongs to bin n), then +inf.
+    """
+
+    def __init__(self, edges: np.ndarray):
+        edges = np.asarray(edges, dtype=np.float64)
+        self.n = n = len(edges) - 1
+        self.scale = n / (edges[-1] - edges[0])
+        self.offset = 1.0 - edges[0] * self.scale
+        self.lower = np.concatenate([[-np.inf], edges[:-1], [np.nextafter(edges[-1], np.inf), np.inf]])
+        self.upper = self.lower[1:]
+        # A guess whose fraction is this far from 0 and 1 is the right bin: the rounding of the
+        # guess and of linspace's edges is below 1e-15 * n bins; a hundredfold margin.
+        self.safe = 1e-13 * (n + 2)
+
+    def index(self, v: np.ndarray, ws: "_Workspace | None" = None) -> np.ndarray:
+        """Bin numbers (intp) of float64 values: a guess off by at most one, corrected where
+        it is near an edge (or clipped). ``ws`` lends the buffers (else they are allocated)."""
+        ws = ws or _Workspace(v.shape)
+        g = np.multiply(v, self.scale, out=ws.g)
+        g += self.offset
+        np.clip(g, 0, self.n + 1, out=g)  # non-negative, so the cast below is floor
+        k = ws.k
+        np.copyto(k, g, casting="unsafe")
+        g -= k
+        if g.size and g.min() >= self.safe and g.max() <= 1 - self.safe:
+            return k
+        below = np.less(v, self.lower.take(k, out=ws.e), out=ws.below)
+        above = np.greater_equal(v, self.upper.take(k, out=ws.e), out=ws.above)
+        k += above
+        k -= below
+        return k
+
+
+class _Workspace:
+    """Buffers reused from frame to frame: per-atom arrays and the image.
+
+    Allocating fresh ones per frame costs page faults wherever freed memory goes straight back
+    to the system, as in dask workers (MALLOC_TRIM_THRESHOLD_=65536): twice the time there.
+    """
+
+    def __init__(self, shape, image_size: int = 0):
+        self.shape = tuple(shape)
+        self.acc = np.empty(self.shape[-1])
+        self.v, self.g, self.e = (np.empty(self.shape) for _ in range(3))
+        self.k = np.empty(self.shape, np.intp)
+        self.below, self.above = np.empty(self.shape, bool), np.empty(self.shape, bool)
+        self.image = np.empty((image_size + 2) ** 2) if image_size else None
+
+
+#: ``np.add.at`` adds in index order like ``bincount`` (the same sums, bit for bit) into a
+#: reused buffer; it is as fast only since numpy 1.25.
+_FAST_ADD_AT = np.lib.NumpyVersion(np.__version__) >= "1.25.0"
+
+
+def _project_xy(v: np.ndarray, w: np.ndarray, bins: _Bins, ws: _Workspace):
+    """Image of centred ``v = [y, x]`` (float64, (n+2, n+2): the outlier border included; it
+    may be ``ws.image``), lost atoms and electrons."""
+    n = bins.n
+    k = bins.index(v, ws)
+    n_lost, e_lost = 0, 0.0
+    if k.size and (k.min() == 0 or k.max() == n + 1):
+        lost = ((k == 0) | (k == n + 1)).any(axis=0)
+        n_lost, e_lost = int(lost.sum()), float(w[lost].sum())
+    flat = k[0]
+    flat *= n + 2
+    flat += k[1]
+    if _FAST_ADD_AT and ws.image is not None:
+        image = ws.image
+        image.fill(0)
+        np.add.at(image, flat, w)
+    else:
+        image = np.bincount(flat, weights=w, minlength=(n + 2) ** 2)
+    return image.reshape(n + 2, n + 2), n_lost, e_lost
 
 
 def project(positions: np.ndarray, weights: np.ndarray, grid: Grid):
@@ -105,15 +214,11 @@ def project(positions: np.ndarray, weights: np.ndarray, grid: Grid):
     lost_atoms : int
     lost_electrons : float
     """
-    edges = grid.edges
-    iy, in_y = bin_index(positions[:, 1], edges)
-    ix, in_x = bin_index(positions[:, 0], edges)
-    inside = in_y & in_x
-    flat = iy[inside] * grid.size + ix[inside]
     w = np.asarray(weights, dtype=np.float64)
-    image = np.bincount(flat, weights=w[inside], minlength=grid.size * grid.size)
-    lost = ~inside
-    return image.reshape(grid.size, grid.size), int(lost.sum()), float(w[lost].sum())
+    ws = _Workspace((2, len(positions)))
+    image, n_lost, e_lost = _project_xy(_centred_xy(positions, w, None, ws), w,
+                                        _Bins(grid.edges), ws)
+    return image[1:-1, 1:-1].copy(), n_lost, e_lost
 
 
 def diffraction(shapes: np.ndarray, oversampling: int = 1) -> np.ndarray:
@@ -129,26 +234,34 @@ def diffraction(shapes: np.ndarray, oversampling: int = 1) -> np.ndarray:
     m = shapes.shape[-1] * oversampling
     if m % 2:
         return _diffraction_odd(shapes, m)
-    # Multiplying the image by (-1)**(ix + iy) shifts its spectrum by m/2 on both axes, so the
-    # transform comes out already fftshifted; the image stays real, so a real FFT gives half of
-    # it and Hermitian symmetry the rest.
-    checker = np.where(np.add.outer(np.arange(shapes.shape[-2]), np.arange(shapes.shape[-1])) % 2,
-                       np.float32(-1), np.float32(1))
-    half = scipy.fft.rfft2(shapes * checker, s=(m, m), workers=1)
     h = m // 2
     out = np.empty(shapes.shape[:-2] + (m, m), dtype=np.float32)
-    left = out[..., : h + 1]
-    np.multiply(half.real, half.real, out=left)
-    left += half.imag * half.imag
-    del half
-    # out[a, b] for b > m/2 is out[-a mod m, m - b]: row 0 stays, the other rows reverse.
-    out[..., 0, h + 1:] = left[..., 0, h - 1: 0: -1]
-    out[..., 1:, h + 1:] = left[..., : 0: -1, h - 1: 0: -1]
+    # |FFT|^2 is blind to a circular shift of the image, so only the rows that hold electrons
+    # are transformed (the column transform pads them); empty margins cost nothing.
+    rows = np.flatnonzero(shapes.any(axis=tuple(range(shapes.ndim - 2)) + (-1,)))
+    if shapes.size == 0 or len(rows) == 0:
+        out.fill(0)
+        return out
+    occupied = shapes[..., rows[0]: rows[-1] + 1, :]
+    # A real FFT along x gives the columns 0..m/2 of the spectrum, the column FFT pads to m.
+    half = scipy.fft.fft(scipy.fft.rfft(occupied, n=m, axis=-1, workers=1), n=m, axis=-2,
+                         workers=1, overwrite_x=True)
+    parts = half.view(np.float32)
+    np.square(parts, out=parts)
+    re, im = parts[..., 0::2], parts[..., 1::2]
+    # fftshift moves spectrum (a, b) to (a + m/2, b + m/2) mod m: columns 0..m/2-1 land on the
+    # right half, their rows swapped; the Nyquist column m/2 lands on column 0.
+    np.add(re[..., :h, :h], im[..., :h, :h], out=out[..., h:, h:])
+    np.add(re[..., h:, :h], im[..., h:, :h], out=out[..., :h, h:])
+    out[..., :, 0] = (re[..., h] + im[..., h])[..., (h - np.arange(m)) % m]
+    # The left half by Hermitian symmetry: I(a, b) = I(-a, -b), i.e. out[i, j] = out[-i, -j].
+    out[..., 0, 1:h] = out[..., 0, m - 1: h: -1]
+    out[..., 1:, 1:h] = out[..., m - 1: 0: -1, m - 1: h: -1]
     return out
 
 
 def _diffraction_odd(shapes: np.ndarray, m: int) -> np.ndarray:
-    """The odd-sized case: a plain shifted power spectrum (no checkerboard shift exists)."""
+    """The odd-sized case: a plain shifted power spectrum."""
     spectrum = scipy.fft.fft2(shapes.astype(np.complex64), s=(m, m), workers=1)
     power = (spectrum.real * spectrum.real + spectrum.imag * spectrum.imag).astype(np.float32)
     return np.fft.fftshift(power, axes=(-2, -1))
@@ -160,7 +273,8 @@ def render(positions, weights: np.ndarray, grid: Grid, center: str | None = "geo
     Parameters
     ----------
     positions : iterable of ndarray (atoms, 3)
-        Each frame's positions in angstrom (an array of frames or a generator reading them).
+        Each frame's positions in angstrom (an array of frames or a generator reading them;
+        each is used before the next is asked for, so a reader may reuse its buffer).
     weights : ndarray, (atoms,)
         Electrons per atom.
     grid : Grid
@@ -171,15 +285,43 @@ def render(positions, weights: np.ndarray, grid: Grid, center: str | None = "geo
     NonFiniteCoordinates
         If a frame has NaN or infinite coordinates.
     """
+    if center not in CENTERS:
+        raise ValueError(f"center must be 'geometry', 'electrons' or None, got {center!r}")
+    w = np.asarray(weights, dtype=np.float64)
+    bins = _Bins(grid.edges)
+    ws = _Workspace((2, len(w)), grid.size)
+    expected = operator.length_hint(positions)
+    block = np.empty((expected, grid.size, grid.size), np.float32) if expected else None
     images, lost_atoms, lost_electrons = [], [], []
     for i, pos in enumerate(positions):
-        if not np.isfinite(pos).all():
+        pos = np.asarray(pos)
+        if not _finite(pos):
             raise NonFiniteCoordinates(i)
-        image, n_lost, e_lost = project(center_positions(pos, weights, center), weights, grid)
-        images.append(image.astype(np.float32))
+        image, n_lost, e_lost = _project_xy(_centred_xy(pos, w, center, ws), w, bins, ws)
+        if block is not None and i < expected:
+            np.copyto(block[i], image[1:-1, 1:-1], casting="same_kind")
+        else:
+            images.append(image[1:-1, 1:-1].astype(np.float32))
         lost_atoms.append(n_lost)
         lost_electrons.append(e_lost)
-    shapes = np.stack(images) if images else np.zeros((0, grid.size, grid.size), np.float32)
+    shapes = _gather(block, images, len(lost_atoms), grid.size)
     return Rendered(shape=shapes, diffraction=diffraction(shapes, grid.oversampling),
                     lost_atoms=np.array(lost_atoms, dtype=np.int64),
                     lost_electrons=np.array(lost_electrons, dtype=np.float64))
+
+
+def _finite(pos: np.ndarray) -> bool:
+    """Whether every coordinate is finite: a finite sum says so without a boolean copy."""
+    with np.errstate(all="ignore"):
+        if np.isfinite(pos.sum()):
+            return True
+    return bool(np.isfinite(pos).all())  # overflowed, or not finite
+
+
+def _gather(block, images, count: int, size: int) -> np.ndarray:
+    """The shapes of a block: the preallocated array, and any frames beyond its length."""
+    if block is None:
+        return np.stack(images) if images else np.zeros((0, size, size), np.float32)
+    if images:
+        return np.concatenate([block, np.stack(images)])
+    return block if count == len(block) else block[:count].copy()

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import dask
 import dask.array as da
+import netCDF4
 import numpy as np
 import xarray as xr
+from xarray.backends.locks import HDF5_LOCK
 
 from . import __version__
 from .dataset import restore_attrs
@@ -146,6 +148,7 @@ def _write_tasks(ds: xr.Dataset, root: Path, blocks: list, todo: list, compressi
             data = da.from_array(data, chunks=-1)
         arrays[var] = data.rechunk((1, sizes) + (-1,) * (data.ndim - 2)).to_delayed()
     attrs = dict(ds.attrs)
+    variable_attrs = {var: dict(ds[var].attrs) for var in arrays}
     coords = {name: (c.dims, c.values, c.attrs) for name, c in ds.coords.items()}
     tasks = []
     for m, b in todo:
@@ -153,7 +156,7 @@ def _write_tasks(ds: xr.Dataset, root: Path, blocks: list, todo: list, compressi
         chunks = {var: arrays[var][(m, b) + (0,) * (arrays[var].ndim - 2)] for var in arrays}
         tasks.append(dask.delayed(write_part, pure=False)(
             str(root / part_name(m, start, stop)), chunks, _block_coords(coords, m, start, stop),
-            attrs, compression, dask_key_name=f"write-part-{m}-{start}-{root.name}"))
+            attrs, compression, variable_attrs, dask_key_name=f"write-part-{m}-{start}-{root.name}"))
     return tasks
 
 
@@ -200,18 +203,21 @@ def save_dataset(ds: xr.Dataset, path, *, compression: dict | None = None, progr
     compression = {**DEFAULT_COMPRESSION, **(compression or {})}
     config, blocks = configuration(ds), _blocks(ds)
     _make_dir(path)
-    with StoreLock(path):
-        manifest = _prepare(path, config, blocks)
-        todo = _missing(path, len(ds.molecule), blocks, full=check == "full")
-        if todo:
-            manifest["complete"] = False
-            _write_json(path / MANIFEST, manifest)
-            tasks = _write_tasks(ds, path, blocks, todo, compression)
-            try:
-                compute_with_progress(tasks, progress=progress, desc=f"build {path.name}")
-            except OSError as err:
-                raise InputError(f"{path}: cannot write parts ({err.strerror or err})") from None
-        _finish(path, ds, manifest)
+    try:
+        with StoreLock(path):
+            manifest = _prepare(path, config, blocks)
+            todo = _missing(path, len(ds.molecule), blocks, full=check == "full")
+            if todo:
+                manifest["complete"] = False
+                _write_json(path / MANIFEST, manifest)
+                tasks = _write_tasks(ds, path, blocks, todo, compression)
+                try:
+                    compute_with_progress(tasks, progress=progress, desc=f"build {path.name}")
+                except OSError as err:
+                    raise InputError(f"{path}: cannot write parts ({err.strerror or err})") from None
+            _finish(path, ds, manifest)
+    except OSError as err:  # the lock, manifest or index (a full disk, say): the store is resumable
+        raise InputError(f"{path}: cannot write ({err.strerror or err})") from None
     return path
 
 
@@ -317,11 +323,15 @@ def open_dataset(path, *, chunks: str = "image") -> xr.Dataset:
         variant_chunks = 1 if chunks == "image" else tuple(b - a for a, b in blocks)
         name = f"molmnist-{var}-{_digest(np.frombuffer(json.dumps(manifest['config']).encode(), np.uint8))}"
         data = da.from_array(lazy, chunks=(1, variant_chunks, *image), name=name, meta=np.array((), np.float32))
-        attrs = {"long_name": "projected electron count per pixel", "units": "electrons"} \
-            if var == "shape" else {"long_name": "far-field diffraction intensity |FFT2(shape)|^2",
-                                    "units": "electrons^2"}
-        ds[var] = (("molecule", "variant", *dims), data, attrs)
+        ds[var] = (("molecule", "variant", *dims), data, _variable_attrs(path / manifest["parts"][0][0], var))
     return ds[list(IMAGE_VARS + SMALL_VARS)]
+
+
+def _variable_attrs(part: Path, var: str) -> dict:
+    """A variable's attributes as its writer gave them (units depend on the build's options)."""
+    with HDF5_LOCK, netCDF4.Dataset(part) as nc:
+        v = nc.variables[var]
+        return {k: v.getncattr(k) for k in v.ncattrs() if not k.startswith("_") and k != "coordinates"}
 
 
 def _open_file(path: Path) -> xr.Dataset:

@@ -1,0 +1,179 @@
+"""Saving and opening: a store folder of part files and one .nc file, read back with this package
+and with plain xarray; lazy opening; incomplete stores."""
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+import molmnist_dask as mm
+from conftest import assert_same, computed, looks_complete, manifest, part_files, save_sync
+from molmnist_dask import InputError, TrajectorySource
+from molmnist_dask.info import describe
+
+
+@pytest.fixture(scope="module")
+def built(md, tmp_path_factory):
+    srcs = [TrajectorySource("adk", md.PSF, md.DCD, selection="protein"),
+            TrajectorySource("ca", md.PSF, md.DCD, selection="name CA")]
+    lazy = mm.build_dataset(srcs, size=32, extent=80.0, variants=8, block_size=3, oversampling=2)
+    root = tmp_path_factory.mktemp("store")
+    store = save_sync(lazy, root / "adk-store")
+    nc = save_sync(lazy, root / "adk.nc")
+    return SimpleNamespace(lazy=lazy, ref=computed(lazy), store=store, nc=nc, root=root)
+
+
+def test_store_layout(built):
+    m = manifest(built.store)
+    assert m["complete"] is True
+    assert m["blocks"] == [[0, 3], [3, 6], [6, 8]]
+    assert len(m["parts"]) == 2 and all(len(row) == 3 for row in m["parts"])
+    assert sorted(built.store / p for row in m["parts"] for p in row) == part_files(built.store)
+    assert (built.store / "index.nc").exists() and not (built.store / ".lock").exists()
+    assert not list((built.store / "parts").glob(".*"))  # no temporary files left
+    assert built.nc.is_file() and not (built.root / "adk.nc.parts").exists()
+
+
+def test_parts_are_netcdf4_one_chunk_per_image_with_checksums(built):
+    with netCDF4.Dataset(part_files(built.store)[0]) as nc:
+        assert nc.data_model == "NETCDF4"
+        for var, (ny, nx) in (("shape", (32, 32)), ("diffraction", (64, 64))):
+            v = nc.variables[var]
+            assert v.chunking() == [1, 1, ny, nx]
+            assert v.filters()["fletcher32"] is True
+        assert nc.variables["shape"].filters()["zlib"] is True
+        assert nc.variables["lost_electrons"].filters()["fletcher32"] is True
+
+
+def test_reopened_store_equals_the_dataset_saved(built):
+    ds = mm.open_dataset(built.store)
+    assert ds["shape"].chunks[1] == (1,) * 8  # one image per chunk by default
+    assert_same(ds, built.ref)
+    by_part = mm.open_dataset(built.store, chunks="part")
+    assert by_part["diffraction"].chunks[1] == (3, 3, 2)
+    assert_same(by_part, built.ref)
+
+
+def test_nc_file_equals_the_dataset_saved(built):
+    assert_same(mm.open_dataset(built.nc), built.ref)
+
+
+def test_plain_xarray_reads_the_store_as_the_readme_says(built):
+    parts = json.load(open(built.store / "molmnist.json"))["parts"]
+    with xr.open_mfdataset([[f"{built.store}/{p}" for p in row] for row in parts],
+                           combine="nested", concat_dim=["molecule", "variant"]) as ds:
+        assert_same(ds, built.ref, attrs=False)
+
+
+def test_plain_xarray_reads_the_nc_file_as_the_readme_says(built):
+    with xr.open_dataset(built.nc, chunks={}) as ds:  # one dask chunk per stored image
+        assert ds["shape"].chunks[:2] == ((1, 1), (1,) * 8)
+        assert ds["diffraction"].chunks[2:] == ((64,), (64,))
+        assert_same(ds, built.ref, attrs=False)
+        assert ds.attrs["grid_size"] == 32 and ds["shape"].attrs["units"] == "electrons"
+    with netCDF4.Dataset(built.nc) as nc:
+        assert nc.data_model == "NETCDF4"
+
+
+@pytest.fixture
+def store_copy(built, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(built.store, copy)
+    return copy
+
+
+def test_opening_reads_no_image_until_indexed(built, store_copy, tmp_path):
+    ds = mm.open_dataset(store_copy)
+    aside = tmp_path / "aside"
+    shutil.move(store_copy / "parts", aside)
+    (store_copy / "parts").mkdir()
+    # metadata, coordinates and the small variables come from the index
+    assert ds["shape"].shape == (2, 8, 32, 32) and ds.sizes["qx"] == 64
+    np.testing.assert_array_equal(ds.lost_atoms.values, built.ref.lost_atoms.values)
+    with pytest.raises(OSError):
+        ds["shape"].isel(molecule=0, variant=0).values
+    # one part back: a selection inside it reads it, and only it
+    shutil.copy(aside / "0001-0000003-0000006.nc", store_copy / "parts")
+    sel = ds["shape"].sel(molecule="ca", variant=slice(3, 5)).values
+    np.testing.assert_array_equal(sel, built.ref["shape"].sel(molecule="ca", variant=slice(3, 5)).values)
+    diff = ds["diffraction"].sel(molecule="ca", variant=[5, 3]).values
+    np.testing.assert_array_equal(diff, built.ref["diffraction"].sel(molecule="ca", variant=[5, 3]).values)
+    with pytest.raises(OSError):  # variant 2 lives in the part not put back
+        ds["shape"].sel(molecule="ca", variant=slice(2, 5)).values
+
+
+@pytest.fixture
+def incomplete(store_copy):
+    for part in part_files(store_copy)[:2]:
+        part.unlink()
+    m = manifest(store_copy)
+    m["complete"] = False
+    (store_copy / "molmnist.json").write_text(json.dumps(m))
+    return store_copy
+
+
+def test_incomplete_store_is_refused_telling_to_resume(incomplete):
+    with pytest.raises(InputError) as err:
+        mm.open_dataset(incomplete)
+    assert "4/6" in str(err.value) and "resume" in str(err.value) and str(incomplete) in str(err.value)
+    text = describe(incomplete)
+    assert "parts: 4/6" in text and "INCOMPLETE" in text
+    with pytest.raises(InputError):
+        mm.consolidate(incomplete, incomplete.parent / "out.nc")
+    assert not (incomplete.parent / "out.nc").exists()
+
+
+def test_describe_a_complete_store(built):
+    text = describe(built.store)
+    assert "parts: 6/6" in text and "complete" in text
+    assert "adk" in text and "ca" in text and "32 x 32" in text
+
+
+def test_consolidate_equals_the_store(built, tmp_path):
+    out = mm.consolidate(built.store, tmp_path / "one.nc", progress=False)
+    assert_same(mm.open_dataset(out), built.ref)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_saving_again_keeps_every_part(built, store_copy):
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in part_files(store_copy)}
+    save_sync(built.lazy, store_copy)
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in part_files(store_copy)} == before
+
+
+def test_in_memory_dataset_saves_too(built, tmp_path):
+    out = save_sync(built.ref, tmp_path / "mem")
+    assert_same(mm.open_dataset(out), built.ref)
+
+
+@pytest.mark.parametrize("what", ["folder", "text-nc", "missing"])
+def test_opening_what_is_not_a_dataset(tmp_path, what):
+    path = {"folder": tmp_path, "text-nc": tmp_path / "x.nc", "missing": tmp_path / "gone"}[what]
+    if what == "text-nc":
+        path.write_text("not netcdf")
+    with pytest.raises(InputError, match=str(path.name)):
+        mm.open_dataset(path)
+
+
+def test_output_folder_holding_other_files_is_refused(built, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a molmnist store"):
+        save_sync(built.lazy, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "under-a-file-nc", "proc"])
+def test_unwritable_output_is_an_input_error(built, tmp_path, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = {"under-a-file": blocker / "store", "under-a-file-nc": blocker / "out.nc",
+           "proc": Path("/proc/molmnist-test-store")}[where]
+    with pytest.raises(InputError) as err:
+        save_sync(built.lazy, out)
+    assert out.name in str(err.value) and "\n" not in str(err.value)
+    assert not looks_complete(out)
