@@ -196,16 +196,20 @@ COMMANDS = {"build": _build, "synth": _synth, "info": _info, "verify": _verify,
 def main(argv=None) -> int:
     """Run ``molmnist``; returns the exit status (2 for bad input)."""
     args = parser().parse_args(argv)
-    warnings.simplefilter("ignore", DeprecationWarning)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"molmnist: warning: {msg}\n"
+    formatwarning = warnings.formatwarning
     try:
-        COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.formatwarning = lambda msg, cat, *a, **k: f"molmnist: warning: {msg}\n"
+            COMMANDS[args.command](args)
     except InputError as err:
         print(f"molmnist: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("molmnist: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
     return 0
 
 

@@ -6,12 +6,13 @@ link. `connect` is the same as a context manager that closes what it started and
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 
 from .errors import InputError
 
-CONNECT_TIMEOUT = "15s"
+CONNECT_TIMEOUT = "10s"
 
 
 def _say(client, how: str) -> None:
@@ -29,6 +30,9 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **k
 
     n_workers = n_workers or max(1, (os.cpu_count() or 1) // threads_per_worker)
     kwargs.setdefault("dashboard_address", ":0")
+    # A failing task reaches the caller as its own exception; the workers' log lines about it
+    # would bury the one-line error under a dozen.
+    kwargs.setdefault("silence_logs", logging.CRITICAL)
     return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)
 
 

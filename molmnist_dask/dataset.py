@@ -73,7 +73,7 @@ def plan(sources, *, size=200, extent=None, variants=None, center="geometry",
             _element_groups(source)
     frames = _pick_frames(sources, infos, variants)
     if extent is None:
-        extent = auto_extent(sources, center)
+        extent = auto_extent(sources, center, frames)
     grid = Grid(size=size, extent=extent, oversampling=oversampling)
     n = frames.shape[1]
     if block_size is None:
@@ -112,15 +112,15 @@ def _pick_frames(sources, infos, variants) -> np.ndarray:
     return np.stack([i.frames for i in infos])
 
 
-def auto_extent(sources, center) -> float:
+def auto_extent(sources, center, frames: np.ndarray) -> float:
     """A field of view holding every molecule's first frame with a 20% margin, whole angstrom."""
     half = 0.0
-    for source in sources:
+    for source, first in zip(sources, frames[:, 0]):
         universe, atoms, z = selected(source)
-        universe.trajectory[0]
+        universe.trajectory[int(first)]
         xy = center_positions(atoms.positions, z, center)[:, :2]
         if not np.isfinite(xy).all():
-            raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame 0")
+            raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame {first}")
         half = max(half, float(np.abs(xy).max()))
     return float(math.ceil(2.4 * half + 1))
 
@@ -241,17 +241,17 @@ def build_dataset(sources, *, size: int = 200, extent: float | None = None, vari
 
 
 def _warn_lost(p: Plan) -> None:
-    """Warn early, from frame 0, when much of a molecule falls outside the field of view."""
+    """Warn early, from the first frame, when much of a molecule falls outside the field of view."""
     half = p.grid.extent / 2
-    for source in p.sources:
+    for source, first in zip(p.sources, p.frames[:, 0]):
         universe, atoms, z = selected(source)
-        universe.trajectory[0]
+        universe.trajectory[int(first)]
         xy = center_positions(atoms.positions, z, p.center)[:, :2]
         outside = (np.abs(xy) > half).any(axis=1)
         fraction = z[outside].sum() / max(z.sum(), 1)
         if fraction > LOST_FRACTION_WARNING:
             warnings.warn(f"molecule '{source.name}': {fraction:.1%} of its electrons fall outside "
-                          f"the {p.grid.extent:g} A field of view in frame 0", stacklevel=3)
+                          f"the {p.grid.extent:g} A field of view in frame {first}", stacklevel=3)
 
 
 def make_dataset(p: Plan, shape, diffraction, lost_atoms, lost_electrons) -> xr.Dataset:

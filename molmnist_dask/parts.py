@@ -123,6 +123,7 @@ class _Handles:
         self.files: OrderedDict = OrderedDict()
 
     def get(self, path: str):
+        """The open file at ``path``; call with `HDF5_LOCK` held, and read under it too."""
         nc = self.files.pop(path, None)
         if nc is None:
             nc = netCDF4.Dataset(path)
@@ -133,8 +134,10 @@ class _Handles:
         return nc
 
     def clear(self):
-        while self.files:
-            self.files.popitem()[1].close()
+        """Close every file, once no thread is reading (a read holds `HDF5_LOCK`)."""
+        with HDF5_LOCK:
+            while self.files:
+                self.files.popitem()[1].close()
 
 
 HANDLES = _Handles()

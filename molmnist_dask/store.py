@@ -17,7 +17,6 @@ from pathlib import Path
 
 import dask
 import dask.array as da
-import netCDF4
 import numpy as np
 import xarray as xr
 from xarray.backends.locks import HDF5_LOCK
@@ -206,6 +205,11 @@ def save_dataset(ds: xr.Dataset, path, *, compression: dict | None = None, progr
     try:
         with StoreLock(path):
             manifest = _prepare(path, config, blocks)
+            manifest["variable_attrs"] = {v: {k: _jsonable(a) for k, a in ds[v].attrs.items()}
+                                          for v in IMAGE_VARS}
+            HANDLES.clear()  # parts may be checked, removed and rewritten below
+            for tmp in (path / "parts").glob(".*.tmp"):  # half-written parts of a killed build
+                tmp.unlink(missing_ok=True)
             todo = _missing(path, len(ds.molecule), blocks, full=check == "full")
             if todo:
                 manifest["complete"] = False
@@ -216,7 +220,7 @@ def save_dataset(ds: xr.Dataset, path, *, compression: dict | None = None, progr
                 except OSError as err:
                     raise InputError(f"{path}: cannot write parts ({err.strerror or err})") from None
             _finish(path, ds, manifest)
-    except OSError as err:  # the lock, manifest or index (a full disk, say): the store is resumable
+    except (OSError, RuntimeError) as err:  # lock, manifest, index (a full disk...): resumable
         raise InputError(f"{path}: cannot write ({err.strerror or err})") from None
     return path
 
@@ -323,15 +327,8 @@ def open_dataset(path, *, chunks: str = "image") -> xr.Dataset:
         variant_chunks = 1 if chunks == "image" else tuple(b - a for a, b in blocks)
         name = f"molmnist-{var}-{_digest(np.frombuffer(json.dumps(manifest['config']).encode(), np.uint8))}"
         data = da.from_array(lazy, chunks=(1, variant_chunks, *image), name=name, meta=np.array((), np.float32))
-        ds[var] = (("molecule", "variant", *dims), data, _variable_attrs(path / manifest["parts"][0][0], var))
+        ds[var] = (("molecule", "variant", *dims), data, manifest.get("variable_attrs", {}).get(var, {}))
     return ds[list(IMAGE_VARS + SMALL_VARS)]
-
-
-def _variable_attrs(part: Path, var: str) -> dict:
-    """A variable's attributes as its writer gave them (units depend on the build's options)."""
-    with HDF5_LOCK, netCDF4.Dataset(part) as nc:
-        v = nc.variables[var]
-        return {k: v.getncattr(k) for k in v.ncattrs() if not k.startswith("_") and k != "coordinates"}
 
 
 def _open_file(path: Path) -> xr.Dataset:
@@ -371,8 +368,8 @@ def consolidate(store, out, *, progress: bool = True) -> Path:
         with dask.config.set(scheduler="threads"):
             compute_with_progress([job], progress=progress, desc=f"consolidate {out.name}", local=True)
         os.replace(tmp, out)
-    except OSError as err:
-        raise InputError(f"{out}: cannot write ({err.strerror or err})") from None
+    except (OSError, RuntimeError) as err:  # HDF5 reports a full disk as RuntimeError
+        raise InputError(f"{out}: cannot write ({getattr(err, 'strerror', None) or err})") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -145,12 +145,6 @@ def test_bad_input_one_line_exit_2_no_output(md, made, cluster, tmp_path, capsys
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "with its own LocalCluster (the default --cluster) an InputError raised in a worker (NaN "
-    "coordinates) is also logged by each worker as 'distributed.worker - ERROR - Compute Failed' "
-    "with a traceback (~12 lines) on the CLI's stderr before the one-line error; fix: start the "
-    "CLI's local cluster with silence_logs=logging.CRITICAL (cluster.local_cluster), or raise "
-    "the worker logger level"))
 def test_worker_side_error_is_one_line_with_the_default_cluster(md, made, tmp_path):
     run_file = write_run_file(tmp_path / "run.toml", [TrajectorySource("nanmol", md.PSF, made.nan)],
                               grid={"size": 16, "extent": 100.0})

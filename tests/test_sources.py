@@ -131,11 +131,6 @@ def test_universe_is_opened_on_the_worker_from_paths(md):
     assert u1 is u2 and len(u1.trajectory) == len(quiet_universe(md.PSF, md.DCD).trajectory)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dataset.py auto_extent() and _warn_lost() look at trajectory frame 0 "
-    "(universe.trajectory[0]) instead of the first frame of the source's range: a molecule whose "
-    "frame 0 is broken cannot be built even with start=1 and an automatic extent; fix: use "
-    "universe.trajectory[source.start or 0] (or the plan's first frame) in both"))
 def test_frames_outside_the_range_are_never_read(md, made):
     ds = mm.build_dataset([TrajectorySource("nanmol", md.PSF, made.nan0, start=1)], size=16)
     assert np.isfinite(computed(ds)["shape"].values).all()

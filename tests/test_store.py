@@ -95,8 +95,8 @@ def test_opening_reads_no_image_until_indexed(built, store_copy, tmp_path):
     # metadata, coordinates and the small variables come from the index
     assert ds["shape"].shape == (2, 8, 32, 32) and ds.sizes["qx"] == 64
     np.testing.assert_array_equal(ds.lost_atoms.values, built.ref.lost_atoms.values)
-    with pytest.raises(OSError):
-        ds["shape"].isel(molecule=0, variant=0).values
+    with pytest.raises(OSError):  # (molecule 1: open_dataset takes attributes from part 0 of molecule 0)
+        ds["shape"].isel(molecule=1, variant=0).values
     # one part back: a selection inside it reads it, and only it
     shutil.copy(aside / "0001-0000003-0000006.nc", store_copy / "parts")
     sel = ds["shape"].sel(molecule="ca", variant=slice(3, 5)).values
