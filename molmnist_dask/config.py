@@ -100,7 +100,9 @@ def load_run_file(path: str | os.PathLike) -> RunConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"{path}: not valid TOML ({err})") from None
-    _check_keys({k: {} for k in doc}, {k: dict for k in TOP_KEYS} | {"molecule": (dict,)}, "the file", path)
+    unknown = sorted(set(doc) - TOP_KEYS)
+    if unknown:
+        raise InputError(f"{path}: unknown table '{unknown[0]}' (allowed: [grid], [options], [[molecule]])")
     grid = doc.get("grid", {})
     opts = doc.get("options", {})
     if not isinstance(grid, dict) or not isinstance(opts, dict):
