@@ -145,7 +145,9 @@ def _write_tasks(ds: xr.Dataset, root: Path, blocks: list, todo: list, compressi
         data = ds[var].data
         if not isinstance(data, da.Array):
             data = da.from_array(data, chunks=-1)
-        arrays[var] = data.rechunk((1, sizes) + (-1,) * (data.ndim - 2)).to_delayed()
+        # optimize_graph=False: optimising each array alone would fuse the shared render task
+        # into every variable's chunk, rendering each block four times.
+        arrays[var] = data.rechunk((1, sizes) + (-1,) * (data.ndim - 2)).to_delayed(optimize_graph=False)
     attrs = dict(ds.attrs)
     variable_attrs = {var: dict(ds[var].attrs) for var in arrays}
     coords = {name: (c.dims, c.values, c.attrs) for name, c in ds.coords.items()}
