@@ -177,3 +177,18 @@ def test_unwritable_output_is_an_input_error(built, tmp_path, where):
         save_sync(built.lazy, out)
     assert out.name in str(err.value) and "\n" not in str(err.value)
     assert not looks_complete(out)
+
+
+def test_saving_renders_each_block_once(tmp_path):
+    """The four variables of a block come from one render task, not one render each."""
+    import dask
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    from molmnist_dask import store
+
+    ds = mm.build_dataset([mm.TrajectorySource("adk", PSF, DCD)], size=16, variants=12, block_size=4)
+    blocks = store._blocks(ds)
+    tasks = store._write_tasks(ds, tmp_path / "s", blocks, [(0, b) for b in range(len(blocks))], {})
+    graph = dict(dask.delayed(tasks).__dask_graph__())
+    renders = [k for k in graph if str(k).startswith("render-adk")]
+    assert len(renders) == len(blocks) == 3
