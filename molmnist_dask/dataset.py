@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
 
 from . import __version__
 from .errors import InputError
@@ -165,30 +167,51 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
     return r.shape, diffraction, r.lost_atoms, r.lost_electrons
 
 
-def _block_arrays(p: Plan, m: int, start: int, stop: int):
-    source, grid = p.sources[m], p.grid
+def _render_task(p: Plan, m: int, start: int, stop: int) -> tuple:
+    """The key and task that render molecule ``m``'s variants ``start..stop-1``."""
+    source = p.sources[m]
     frames = p.frames[m, start:stop]
     options = {}  # only what differs from the defaults, so default graphs keep their keys
     if p.scattering != "electrons":
         options["scattering"] = p.scattering
     if p.fluence is not None:
         options.update(fluence=p.fluence, noise_seed=p.noise_seed, variants=np.arange(start, stop))
-    token = dask.base.tokenize(source, frames, grid, p.center, *sorted(options.items(), key=str))
-    task = dask.delayed(render_block, pure=True)(
-        source, frames, grid, p.center, **options, dask_key_name=f"render-{source.name}-{start}-{token}")
-    k = stop - start
-    specs = [((k, grid.size, grid.size), np.float32), ((k, grid.qsize, grid.qsize), np.float32),
-             ((k,), np.int64), ((k,), np.float64)]
-    return [da.from_delayed(task[i], shape=shape, dtype=dtype) for i, (shape, dtype) in enumerate(specs)]
+    token = dask.base.tokenize(source, frames, p.grid, p.center, *sorted(options.items(), key=str))
+    call = functools.partial(render_block, **options) if options else render_block
+    return f"render-{source.name}-{start}-{token}", (call, source, frames, p.grid, p.center)
+
+
+def _item(rendered: tuple, i: int) -> np.ndarray:
+    """Output ``i`` of `render_block`, as a chunk with its molecule axis."""
+    return rendered[i][np.newaxis]
 
 
 def _assemble(p: Plan) -> list:
-    """Four dask arrays (shape, diffraction, lost_atoms, lost_electrons), one chunk per block."""
-    per_molecule = []
+    """Four dask arrays (shape, diffraction, lost_atoms, lost_electrons), one chunk per block.
+
+    Written as one graph layer of render tasks and, per variable, a layer taking its item of
+    each render's result: six tasks a block in all, however the arrays are computed or saved.
+    """
+    renders = {}
     for m in range(len(p.sources)):
-        blocks = [_block_arrays(p, m, start, stop) for start, stop in p.blocks]
-        per_molecule.append([da.concatenate([b[i] for b in blocks]) for i in range(4)])
-    return [da.stack([mol[i] for mol in per_molecule]) for i in range(4)]
+        for b, (start, stop) in enumerate(p.blocks):
+            key, task = _render_task(p, m, start, stop)
+            renders[(m, b)] = key
+    layer_name = "render-" + dask.base.tokenize(*renders.values())
+    render_layer = {key: _render_task(p, m, *p.blocks[b])[1] for (m, b), key in renders.items()}
+    n, q = p.grid.size, p.grid.qsize
+    specs = [("shape", ((n,), (n,)), np.float32), ("diffraction", ((q,), (q,)), np.float32),
+             ("lost_atoms", (), np.int64), ("lost_electrons", (), np.float64)]
+    arrays = []
+    for i, (var, image_chunks, dtype) in enumerate(specs):
+        name = f"{var}-{dask.base.tokenize(layer_name, i)}"
+        tail = (0,) * len(image_chunks)
+        layer = {(name, m, b, *tail): (_item, key, i) for (m, b), key in renders.items()}
+        graph = HighLevelGraph({layer_name: render_layer, name: layer},
+                               {layer_name: set(), name: {layer_name}})
+        chunks = ((1,) * len(p.sources), p.block_sizes, *image_chunks)
+        arrays.append(da.Array(graph, name, chunks, meta=np.empty((0,) * len(chunks), dtype)))
+    return arrays
 
 
 def build_dataset(sources, *, size: int = 200, extent: float | None = None, variants: int | None = None,
