@@ -66,12 +66,6 @@ def test_shapes_do_not_depend_on_the_block_size(reblocked, reference):
         assert np.array_equal(reblocked[v].values, reference.ds[v].values), v
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "render.py diffraction() transforms only the image rows occupied in ANY frame of the block "
-    "(rows = flatnonzero(shapes.any(axis=(0, -1)))), so each frame's FFT input, hence its float32 "
-    "rounding, depends on the other frames of its block: diffraction differs by ~2e-7 of its "
-    "maximum in half the pixels between block sizes. Fix: crop each frame by its own occupied "
-    "rows (or group frames with equal row ranges), or transform the full height"))
 def test_diffraction_does_not_depend_on_the_block_size(reblocked, reference):
     assert np.array_equal(reblocked["diffraction"].values, reference.ds["diffraction"].values)
 
