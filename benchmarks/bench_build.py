@@ -15,7 +15,7 @@ Reproduce::
 
     python benchmarks/bench_build.py            # 10 fibrils x 400 variants at 200 px, x 50 at 1024 px
     python benchmarks/bench_build.py --quick    # 10 x 40 at 200 px, 10 x 8 at 1024 px (< 1 min)
-    python benchmarks/bench_build.py --what-if  # also: the store graph unfused, workers' malloc kept
+    python benchmarks/bench_build.py --what-if  # also: store graph unfused, workers' malloc kept, no zlib
 
 Targets (this 2-core machine): >= 10x the seed at 200x200, >= 5x at 1024x1024.
 """
@@ -30,33 +30,35 @@ import numpy as np
 
 
 def package_stages(sources, frames, size, extent, scratch):
-    """Seconds per frame and stage of the package's code run serially here, molecule by
-    molecule: read (as render_block reads), bin (render minus its FFT), FFT
+    """Seconds per frame and stage of the package's code run serially here, block by block
+    (the build's blocks): read (as render_block reads), bin (render minus its FFT), FFT
     (render.diffraction) and write (save_dataset of the computed frames: its part files, with
     their compression and checksums, and the index; dask's synchronous scheduler)."""
     import dask
 
     import molmnist_dask as mm
+    from molmnist_dask.dataset import auto_block_size
     from molmnist_dask.grid import Grid
     from molmnist_dask.render import diffraction, render
     from molmnist_dask.sources import selected
 
     stages = C.Stages()
     grid = Grid(size, extent)
+    k = auto_block_size(grid, len(frames[0]))  # the build's blocks
     n = 0
     for source, picks in zip(sources, frames):
         universe, atoms, z = selected(source)
-        stages.start()
-        positions = []
-        for f in picks:
-            universe.trajectory[int(f)]
-            positions.append(atoms.positions)
-        stages.lap("read")
-        r = render(positions, z, grid)
-        stages.lap("render")
-        del positions
-        diffraction(r.shape)
-        stages.lap("fft")
+        for start in range(0, len(picks), k):
+            stages.start()
+            positions = []
+            for f in picks[start: start + k]:
+                universe.trajectory[int(f)]
+                positions.append(atoms.positions)
+            stages.lap("read")
+            r = render(positions, z, grid)
+            stages.lap("render")
+            diffraction(r.shape)
+            stages.lap("fft")
         n += len(picks)
         with dask.config.set(scheduler="synchronous"):
             ds = mm.build_dataset([source], size=size, extent=extent, variants=len(picks)).load()
@@ -81,7 +83,7 @@ def run_seed(sources, frames, size, extent, scratch):
             "bytes": C.du(out), "out": out}
 
 
-def run_build(client, sources, variants, size, extent, scratch, patch=None):
+def run_build(client, sources, variants, size, extent, scratch, patch=None, compression=None):
     """One build on the client's cluster: seconds to plan (build_dataset) and to save."""
     from distributed import get_task_stream
 
@@ -96,7 +98,7 @@ def run_build(client, sources, variants, size, extent, scratch, patch=None):
         t1 = time.perf_counter()
         cpu0 = C.cpu_seconds(pids) + time.process_time()
         with get_task_stream(client) as ts:
-            mm.save_dataset(ds, out, progress=False)
+            mm.save_dataset(ds, out, progress=False, compression=compression)
         t2 = time.perf_counter()
         cpu = C.cpu_seconds(pids) + time.process_time() - cpu0
     frames = ds.sizes["molecule"] * ds.sizes["variant"]
@@ -134,8 +136,6 @@ def main():
                        repeats={"type": int, "default": None, "help": "repeats of each method"})
     from _data import EXTENT, cellulose
 
-    import dask
-
     from molmnist_dask.cluster import connect
 
     print(f"bench_build: {C.machine()}")
@@ -163,10 +163,13 @@ def main():
                     whatifs.setdefault("store graph unfused", []).append(run_build(
                         client, sources, variants, size, EXTENT, args.scratch, C.unfused_store_graph()))
         if args.what_if:
-            with dask.config.set(C.MALLOC_REUSE), connect("local", n_workers=2) as client:
+            with C.malloc_reuse(), connect("local", n_workers=2) as client:
                 for _ in range(repeats):
                     whatifs.setdefault("unfused + malloc kept", []).append(run_build(
                         client, sources, variants, size, EXTENT, args.scratch, C.unfused_store_graph()))
+                    whatifs.setdefault("unfused + malloc + no zlib", []).append(run_build(
+                        client, sources, variants, size, EXTENT, args.scratch, C.unfused_store_graph(),
+                        compression={"shape": 0, "diffraction": 0}))
         seed = min(seeds, key=lambda r: r["wall"])
         build = min(builds, key=lambda r: r["wall"])
         err = check(build, seed)

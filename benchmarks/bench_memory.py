@@ -1,0 +1,95 @@
+"""Issue 4: peak memory of the client and of each worker, and frames per second, for builds
+(``build_dataset`` + ``save_dataset`` to a store) at 256, 512, 1024 and 2048 px, on a 2-worker
+LocalCluster, with two variant counts at 2048 px to show that memory does not grow with them.
+
+In the full mode the largest build writes 10 fibrils x 160 variants at 2048 x 2048: 53.7 GB of
+float32, more than twice this machine's 24 GiB of memory (less on disk: the shapes compress).
+Each build gets a fresh cluster, so a worker's peak is its kernel high-water mark
+(VmHWM); the client's peak is sampled every 50 ms. Each store is deleted after its build.
+
+Reproduce::
+
+    python benchmarks/bench_memory.py           # ~10 min, ~30 GB of disk at the peak
+    python benchmarks/bench_memory.py --quick   # small builds (< 1 min)
+    python benchmarks/bench_memory.py --what-if # with the store and malloc fixes (bench_build)
+
+Target: worker peak < 2 GB at 2048 x 2048, flat as variants grow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import _common as C
+
+
+def hwm(pid: int) -> int:
+    """Peak resident memory of a process since it started (bytes)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def build(client, sources, size, variants, out) -> dict:
+    import molmnist_dask as mm
+
+    pids = list(C.worker_pids(client).values())
+    C.rmtree(out)
+    with C.RSSMonitor([os.getpid(), *pids]) as mon:
+        t = time.perf_counter()
+        ds = mm.build_dataset(sources, size=size, extent=90.0, variants=variants)
+        mm.save_dataset(ds, out, progress=False)
+        wall = time.perf_counter() - t
+    peaks = [hwm(pid) for pid in pids]
+    frames = ds.sizes["molecule"] * ds.sizes["variant"]
+    result = {"size": size, "variants": variants, "frames": frames, "wall": wall,
+              "logical": ds[["shape", "diffraction"]].nbytes, "disk": C.du(out),
+              "client": mon.peak[os.getpid()], "workers": peaks, "block": int(ds.attrs["block_size"])}
+    C.rmtree(out)
+    return result
+
+
+def main():
+    args = C.arguments(__doc__, what_if={"action": "store_true",
+                                         "help": "store graph unfused and workers keep freed memory"})
+    from contextlib import nullcontext
+
+    from _data import cellulose
+
+    from molmnist_dask.cluster import connect
+
+    print(f"bench_memory: {C.machine()}; scratch {args.scratch}")
+    free = shutil.disk_usage(args.scratch).free
+    print(f"disk free at {args.scratch}: {free / 2**30:.0f} GiB")
+    if args.quick:
+        plan = [(256, 20), (512, 8), (1024, 4), (2048, 1), (2048, 2)]
+    else:
+        plan = [(256, 400), (512, 200), (1024, 100), (2048, 40), (2048, 160)]
+    sources = cellulose(40 if args.quick else 400)
+    rows, limit = [], None
+    for size, variants in plan:
+        need = 10 * variants * size * size * 4 * 1.2  # diffraction raw, shapes compressed
+        if need > free * 0.9:
+            print(f"skipping {size} px x {variants}: needs ~{need / 2**30:.0f} GiB of disk")
+            continue
+        with (C.malloc_reuse() if args.what_if else nullcontext()), connect("local", n_workers=2) as client, \
+                (C.unfused_store_graph() if args.what_if else nullcontext()):
+            limit = next(iter(client.scheduler_info()["workers"].values()))["memory_limit"]
+            r = build(client, sources, size, variants, args.scratch / "memory-store")
+        rows.append([size, f"10 x {r['variants']}", r["block"], r["logical"] / 1e9, r["disk"] / 1e9,
+                     r["frames"] / r["wall"], max(r["workers"]) / 2**20, min(r["workers"]) / 2**20,
+                     r["client"] / 2**20])
+        print(f"  {size} px x {variants}: {r['wall']:.1f} s", flush=True)
+    C.table(rows, ["size", "molecules x variants", "block", "output GB", "on disk GB", "frames/s",
+                   "worker peak MiB (max)", "(min)", "client peak MiB"],
+            f"Peak memory of a build, 2 workers (memory limit {(limit or 0) / 2**30:.1f} GiB each)"
+            + (" [what-if: store graph unfused, malloc kept]" if args.what_if else ""))
+    print(f"machine memory {C.machine()}")
+
+
+if __name__ == "__main__":
+    main()
