@@ -36,17 +36,24 @@ def part_name(molecule: int, start: int, stop: int) -> str:
     return f"parts/{molecule:04d}-{start:07d}-{stop:07d}.nc"
 
 
+def _filter(spec) -> dict:
+    """Encoding keys of one compression spec: None or 0 (raw), a zlib level, or (name, level)
+    with a filter netCDF4 ships ("zlib", "zstd", "blosc_lz4", ...)."""
+    if not spec:
+        return {}
+    name, level = ("zlib", int(spec)) if isinstance(spec, (int, np.integer)) else spec
+    return {"compression": name, "complevel": int(level), "shuffle": True}
+
+
 def encoding(image_shape: dict, compression: dict) -> dict:
     """NetCDF encodings: one HDF5 chunk per image, so reading one image reads one chunk.
 
-    ``compression`` maps a variable to a zlib level (0: none). Every variable carries a
+    ``compression`` maps a variable to its filter (see `_filter`). Every variable carries a
     Fletcher-32 checksum, so a corrupted chunk is an error on reading, not silent garbage.
     """
     enc = {}
     for var, (ny, nx) in image_shape.items():
-        level = int(compression.get(var, 0))
-        enc[var] = {"chunksizes": (1, 1, ny, nx), "fletcher32": True, "zlib": level > 0,
-                    "shuffle": level > 0, **({"complevel": level} if level else {})}
+        enc[var] = {"chunksizes": (1, 1, ny, nx), "fletcher32": True, **_filter(compression.get(var))}
     for var in SMALL_VARS:
         enc[var] = {"fletcher32": True}
     return enc
