@@ -143,11 +143,15 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
     ``variants`` (the block's variant indices) seed the photon noise when ``fluence`` is given.
     """
     universe, atoms, z = selected(source)
+    ix = atoms.ix
+    whole = len(ix) == len(universe.atoms) and bool((ix == np.arange(len(ix))).all())
 
     def positions():
+        # The frame's own buffer when every atom is selected: AtomGroup.positions would copy
+        # it through a fancy index, which cost more than reading the frame (68k atoms).
         for index in frames:
-            universe.trajectory[int(index)]
-            yield atoms.positions
+            ts = universe.trajectory[int(index)]
+            yield ts.positions if whole else ts.positions.take(ix, axis=0)
 
     try:
         if scattering == "form_factors":
