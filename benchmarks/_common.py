@@ -1,9 +1,10 @@
 """Shared pieces of the benchmarks: arguments, tables, the seed's serial method, process
-monitoring (RSS, CPU), and the what-if patches the benchmarks can measure."""
+monitoring (RSS, CPU) and task-stream accounting."""
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import shutil
@@ -28,7 +29,8 @@ SCRATCH = Path(os.environ.get("MOLMNIST_BENCH_SCRATCH", "/tmp/molmnist-bench"))
 
 
 def arguments(doc: str, **extra) -> argparse.Namespace:
-    """``--quick`` (under a minute) and ``--scratch DIR`` (outputs, deleted after), plus extras."""
+    """``--quick`` (under a minute) and ``--scratch DIR`` (outputs go to a subfolder of this
+    run's own, deleted after), plus extras."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a small run that finishes in under a minute")
@@ -37,8 +39,11 @@ def arguments(doc: str, **extra) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", **kwargs)
     args = p.parse_args()
     quiet_logs()
-    args.scratch = Path(args.scratch)
+    # a folder of this run's own, so that two benchmarks running at once do not collide
+    args.root = Path(args.scratch)
+    args.scratch = args.root / f"{Path(sys.argv[0]).stem}-{os.getpid()}"
     args.scratch.mkdir(parents=True, exist_ok=True)
+    atexit.register(shutil.rmtree, args.scratch, True)
     return args
 
 
@@ -75,9 +80,13 @@ def machine() -> str:
 
 
 def rmtree(path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    """Remove a file or a folder, if there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def du(path) -> int:
@@ -215,45 +224,3 @@ def quiet_logs() -> None:
 
     for name in ("distributed", "tornado", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-# --- what-if patches (measured, not applied to the package) -------------------------------
-
-@contextlib.contextmanager
-def unfused_store_graph():
-    """``save_dataset`` with ``to_delayed(optimize_graph=False)``: without it, dask fuses each
-    variable's chunk with its render task, and every block is rendered once per variable."""
-    import dask.array as da
-
-    original = da.Array.to_delayed
-    da.Array.to_delayed = lambda self, optimize_graph=True: original(self, optimize_graph=False)
-    try:
-        yield
-    finally:
-        da.Array.to_delayed = original
-
-
-#: Workers started with these keep freed memory for reuse. distributed's default
-#: MALLOC_TRIM_THRESHOLD_=65536 hands it back at once, so every large temporary page-faults
-#: anew (binning, FFT and HDF5 buffers): 1.3x (200 px) to 2x (1024 px) slower tasks here.
-MALLOC_REUSE = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "MALLOC_MMAP_THRESHOLD_": str(2**26)}
-
-
-@contextlib.contextmanager
-def malloc_reuse(env: dict = MALLOC_REUSE):
-    """Clusters started inside get workers with ``env``. It must go into ``os.environ`` as well
-    as the config: distributed lets the nanny's environment override its
-    ``pre-spawn-environ`` config, and the first nanny of a process writes its defaults there."""
-    import dask
-
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

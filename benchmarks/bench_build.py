@@ -15,7 +15,7 @@ Reproduce::
 
     python benchmarks/bench_build.py            # 10 fibrils x 400 variants at 200 px, x 50 at 1024 px
     python benchmarks/bench_build.py --quick    # 10 x 40 at 200 px, 10 x 8 at 1024 px (< 1 min)
-    python benchmarks/bench_build.py --what-if  # also: store graph unfused, workers' malloc kept, no zlib
+    python benchmarks/bench_build.py --what-if  # also: a build with the shapes not compressed
 
 Targets (this 2-core machine): >= 10x the seed at 200x200, >= 5x at 1024x1024.
 """
@@ -23,8 +23,6 @@ Targets (this 2-core machine): >= 10x the seed at 200x200, >= 5x at 1024x1024.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
-
 import _common as C
 import numpy as np
 
@@ -83,7 +81,7 @@ def run_seed(sources, frames, size, extent, scratch):
             "bytes": C.du(out), "out": out}
 
 
-def run_build(client, sources, variants, size, extent, scratch, patch=None, compression=None):
+def run_build(client, sources, variants, size, extent, scratch, compression=None):
     """One build on the client's cluster: seconds to plan (build_dataset) and to save."""
     from distributed import get_task_stream
 
@@ -92,15 +90,14 @@ def run_build(client, sources, variants, size, extent, scratch, patch=None, comp
     out = scratch / f"store-{size}"
     C.rmtree(out)
     pids = list(C.worker_pids(client).values())
-    with patch or nullcontext():
-        t0 = time.perf_counter()
-        ds = mm.build_dataset(sources, size=size, extent=extent, variants=variants)
-        t1 = time.perf_counter()
-        cpu0 = C.cpu_seconds(pids) + time.process_time()
-        with get_task_stream(client) as ts:
-            mm.save_dataset(ds, out, progress=False, compression=compression)
-        t2 = time.perf_counter()
-        cpu = C.cpu_seconds(pids) + time.process_time() - cpu0
+    t0 = time.perf_counter()
+    ds = mm.build_dataset(sources, size=size, extent=extent, variants=variants)
+    t1 = time.perf_counter()
+    cpu0 = C.cpu_seconds(pids) + time.process_time()
+    with get_task_stream(client) as ts:
+        mm.save_dataset(ds, out, progress=False, compression=compression)
+    t2 = time.perf_counter()
+    cpu = C.cpu_seconds(pids) + time.process_time() - cpu0
     frames = ds.sizes["molecule"] * ds.sizes["variant"]
     tasks = C.task_seconds(ts.data)
     blocks = ds.sizes["molecule"] * len(ds["shape"].data.chunks[1])
@@ -132,7 +129,7 @@ def check(build, seed, n_check=3):
 
 def main():
     args = C.arguments(__doc__, what_if={"action": "store_true",
-                                         "help": "also measure the store and malloc fixes"},
+                                         "help": "also build with the shapes not compressed"},
                        repeats={"type": int, "default": None, "help": "repeats of each method"})
     from _data import EXTENT, cellulose
 
@@ -160,15 +157,8 @@ def main():
                 seeds.append(run_seed(sources, frames, size, EXTENT, args.scratch))
                 builds.append(run_build(client, sources, variants, size, EXTENT, args.scratch))
                 if args.what_if:
-                    whatifs.setdefault("store graph unfused", []).append(run_build(
-                        client, sources, variants, size, EXTENT, args.scratch, C.unfused_store_graph()))
-        if args.what_if:
-            with C.malloc_reuse(), connect("local", n_workers=2) as client:
-                for _ in range(repeats):
-                    whatifs.setdefault("unfused + malloc kept", []).append(run_build(
-                        client, sources, variants, size, EXTENT, args.scratch, C.unfused_store_graph()))
-                    whatifs.setdefault("unfused + malloc + no zlib", []).append(run_build(
-                        client, sources, variants, size, EXTENT, args.scratch, C.unfused_store_graph(),
+                    whatifs.setdefault("shapes not compressed", []).append(run_build(
+                        client, sources, variants, size, EXTENT, args.scratch,
                         compression={"shape": 0, "diffraction": 0}))
         seed = min(seeds, key=lambda r: r["wall"])
         build = min(builds, key=lambda r: r["wall"])

@@ -11,7 +11,6 @@ Reproduce::
 
     python benchmarks/bench_memory.py           # ~10 min, ~30 GB of disk at the peak
     python benchmarks/bench_memory.py --quick   # small builds (< 1 min)
-    python benchmarks/bench_memory.py --what-if # with the store and malloc fixes (bench_build)
 
 Target: worker peak < 2 GB at 2048 x 2048, flat as variants grow.
 """
@@ -54,10 +53,7 @@ def build(client, sources, size, variants, out) -> dict:
 
 
 def main():
-    args = C.arguments(__doc__, what_if={"action": "store_true",
-                                         "help": "store graph unfused and workers keep freed memory"})
-    from contextlib import nullcontext
-
+    args = C.arguments(__doc__)
     from _data import cellulose
 
     from molmnist_dask.cluster import connect
@@ -76,8 +72,7 @@ def main():
         if need > free * 0.9:
             print(f"skipping {size} px x {variants}: needs ~{need / 2**30:.0f} GiB of disk")
             continue
-        with (C.malloc_reuse() if args.what_if else nullcontext()), connect("local", n_workers=2) as client, \
-                (C.unfused_store_graph() if args.what_if else nullcontext()):
+        with connect("local", n_workers=2) as client:
             limit = next(iter(client.scheduler_info()["workers"].values()))["memory_limit"]
             r = build(client, sources, size, variants, args.scratch / "memory-store")
         rows.append([size, f"10 x {r['variants']}", r["block"], r["logical"] / 1e9, r["disk"] / 1e9,
@@ -86,8 +81,7 @@ def main():
         print(f"  {size} px x {variants}: {r['wall']:.1f} s", flush=True)
     C.table(rows, ["size", "molecules x variants", "block", "output GB", "on disk GB", "frames/s",
                    "worker peak MiB (max)", "(min)", "client peak MiB"],
-            f"Peak memory of a build, 2 workers (memory limit {(limit or 0) / 2**30:.1f} GiB each)"
-            + (" [what-if: store graph unfused, malloc kept]" if args.what_if else ""))
+            f"Peak memory of a build, 2 workers (memory limit {(limit or 0) / 2**30:.1f} GiB each)")
     print(f"machine memory {C.machine()}")
 
 

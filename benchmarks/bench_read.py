@@ -91,8 +91,9 @@ def main():
     print(f"bench_read: {C.machine()}")
     size, variants = (256, 12) if args.quick else (512, 200)
     n_read = min(100, variants)
-    store = args.scratch / f"read-store-{size}-{variants}"
-    nc = args.scratch / f"read-store-{size}-{variants}.nc"
+    keep = args.scratch if args.quick else args.root  # the full store is kept for reruns
+    store = keep / f"read-store-{size}-{variants}"
+    nc = keep / f"read-store-{size}-{variants}.nc"
     if not (store / "index.nc").exists():
         sources = cellulose(400 if not args.quick else 40)
         t = time.perf_counter()

@@ -38,9 +38,7 @@ B_FS = 1e12
 T_START = 60.0
 
 
-def build(n_workers, sources, size, variants, scratch, what_if):
-    from contextlib import nullcontext
-
+def build(n_workers, sources, size, variants, scratch):
     from distributed import get_task_stream
 
     import molmnist_dask as mm
@@ -48,16 +46,15 @@ def build(n_workers, sources, size, variants, scratch, what_if):
 
     out = scratch / "scaling-store"
     C.rmtree(out)
-    with (C.malloc_reuse() if what_if else nullcontext()), connect("local", n_workers=n_workers) as client:
+    with connect("local", n_workers=n_workers) as client:
         # open the sources on the workers first (each worker's cache), outside the timing
         warm = mm.build_dataset(sources, size=size, extent=90.0, variants=1)
         client.compute(warm["lost_atoms"].data).result()
-        with (C.unfused_store_graph() if what_if else nullcontext()):
-            t = time.perf_counter()
-            ds = mm.build_dataset(sources, size=size, extent=90.0, variants=variants)
-            with get_task_stream(client) as ts:
-                mm.save_dataset(ds, out, progress=False)
-            wall = time.perf_counter() - t
+        t = time.perf_counter()
+        ds = mm.build_dataset(sources, size=size, extent=90.0, variants=variants)
+        with get_task_stream(client) as ts:
+            mm.save_dataset(ds, out, progress=False)
+        wall = time.perf_counter() - t
     frames = ds.sizes["molecule"] * ds.sizes["variant"]
     blocks = ds.sizes["molecule"] * len(ds["shape"].data.chunks[1])
     result = {"wall": wall, "frames": frames, "bytes": C.du(out), "block": int(ds.attrs["block_size"]),
@@ -98,8 +95,7 @@ def project(c, tau, b, k, frames, nodes, speed, tasks_per_block):
 
 def main():
     args = C.arguments(__doc__, speed={"type": float, "default": 1.0,
-                                       "help": "a Perlmutter core's speed relative to one here"},
-                       what_if={"action": "store_true", "help": "store graph unfused, malloc kept"})
+                                       "help": "a Perlmutter core's speed relative to one here"})
     from _data import cellulose
     from bench_write import dd
 
@@ -108,7 +104,7 @@ def main():
     sources = cellulose(40 if args.quick else 400)
     rows, measured = [], {}
     for size, variants in plan:
-        runs = {n: build(n, sources, size, variants, args.scratch, args.what_if) for n in (1, 2)}
+        runs = {n: build(n, sources, size, variants, args.scratch) for n in (1, 2)}
         t1, t2 = runs[1]["wall"], runs[2]["wall"]
         f = runs[1]["frames"]
         for n in (1, 2):
@@ -117,7 +113,7 @@ def main():
         measured[size] = {"c": t1 / f, "b": runs[2]["bytes"] / f, "k": runs[2]["block"],
                           "tpb": runs[2]["tasks_per_block"]}
     C.table(rows, ["size", "workers", "frames", "seconds", "frames/s", "speedup", "efficiency"],
-            "Strong scaling on this machine (2 cores)" + (" [what-if: unfused, malloc kept]" if args.what_if else ""))
+            "Strong scaling on this machine (2 cores)")
 
     tau, rtt = task_overhead(500 if args.quick else 3000)
     disk = dd(args.scratch / "dd.bin", 256 if args.quick else 2048)["dd conv=fdatasync"] * 1e6
