@@ -60,7 +60,7 @@ def encoding(image_shape: dict, compression: dict) -> dict:
 
 
 def write_part(path: str, arrays: dict, coords: dict, attrs: dict, compression: dict,
-               variable_attrs: dict | None = None) -> str:
+               variable_attrs: dict | None = None, shared_coords: dict | None = None) -> str:
     """Worker task: write one block to ``path`` atomically. Returns the path.
 
     Parameters
@@ -71,13 +71,16 @@ def write_part(path: str, arrays: dict, coords: dict, attrs: dict, compression: 
         ``molecule``, ``label``, ``variant``, ``frame``, ``y``, ``x``, ``qy``, ``qx`` for the block.
     variable_attrs : dict, optional
         Attributes (units, long_name) of each variable.
+    shared_coords : dict, optional
+        Coordinates every block shares (``y``, ``x``, ``qy``, ``qx``): one object in the graph
+        that all write tasks point to, rather than a copy in each.
     """
     dims = {"shape": ("molecule", "variant", "y", "x"),
             "diffraction": ("molecule", "variant", "qy", "qx"),
             "lost_atoms": ("molecule", "variant"), "lost_electrons": ("molecule", "variant")}
     variable_attrs = variable_attrs or {}
     ds = xr.Dataset({k: (dims[k], np.asarray(v), variable_attrs.get(k, {})) for k, v in arrays.items()},
-                    coords=coords, attrs=attrs)
+                    coords={**(shared_coords or {}), **coords}, attrs=attrs)
     enc = encoding({v: ds[v].shape[2:] for v in IMAGE_VARS}, compression)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -155,13 +155,17 @@ def _write_tasks(ds: xr.Dataset, root: Path, blocks: list, todo: list, compressi
     attrs = dict(ds.attrs)
     variable_attrs = {var: dict(ds[var].attrs) for var in arrays}
     coords = {name: (c.dims, c.values, c.attrs) for name, c in ds.coords.items()}
+    per_block = {k: v for k, v in coords.items() if {"molecule", "variant"} & set(v[0])}
+    # The grid coordinates go into the graph once (64 KiB at 2048 px), not once per task.
+    shared = dask.delayed({k: v for k, v in coords.items() if k not in per_block}, pure=True,
+                          traverse=False)
     tasks = []
     for m, b in todo:
         start, stop = blocks[b]
         chunks = {var: arrays[var][(m, b) + (0,) * (arrays[var].ndim - 2)] for var in arrays}
         tasks.append(dask.delayed(write_part, pure=False)(
-            str(root / part_name(m, start, stop)), chunks, _block_coords(coords, m, start, stop),
-            attrs, compression, variable_attrs, dask_key_name=f"write-part-{m}-{start}-{root.name}"))
+            str(root / part_name(m, start, stop)), chunks, _block_coords(per_block, m, start, stop),
+            attrs, compression, variable_attrs, shared, dask_key_name=f"write-part-{m}-{start}-{root.name}"))
     return tasks
 
 
