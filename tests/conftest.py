@@ -216,3 +216,16 @@ def cli_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def adk_store(path, selections: dict, **options) -> Path:
+    """A small store of adk (MDAnalysisTests' PSF + DCD), one molecule per named selection,
+    built with the synchronous scheduler (extent 64 A; ``options`` go to build_dataset)."""
+    import molmnist_dask as mm
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    sources = [mm.TrajectorySource(name, PSF, DCD, selection=sel) for name, sel in selections.items()]
+    with warnings.catch_warnings(), dask.config.set(scheduler="sync"):
+        warnings.simplefilter("ignore")
+        mm.save_dataset(mm.build_dataset(sources, extent=64.0, **options), path, progress=False)
+    return path

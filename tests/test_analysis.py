@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
+from conftest import adk_store
 import xarray as xr
 
 import molmnist_dask as mm
@@ -17,15 +16,7 @@ from molmnist_dask.errors import InputError
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from MDAnalysisTests.datafiles import DCD, PSF
-
-    sources = [mm.TrajectorySource("adk", PSF, DCD), mm.TrajectorySource("ca", PSF, DCD, selection="name CA")]
-    path = tmp_path_factory.mktemp("analysis") / "store"
-    with warnings.catch_warnings(), dask.config.set(scheduler="sync"):
-        warnings.simplefilter("ignore")
-        mm.save_dataset(mm.build_dataset(sources, size=40, extent=64.0, variants=5, block_size=3),
-                        path, progress=False)
-    return path
+    return adk_store(tmp_path_factory.mktemp("analysis") / "store", {"adk": "all", "ca": "name CA"}, size=40, variants=5, block_size=3)
 
 
 @pytest.fixture

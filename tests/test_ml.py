@@ -10,11 +10,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import warnings
 
-import dask
 import numpy as np
 import pytest
+from conftest import adk_store
 
 import molmnist_dask as mm
 from molmnist_dask.errors import InputError
@@ -30,16 +29,7 @@ needs_torch = pytest.mark.skipif(torch is None and os.environ.get("CI") != "true
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from MDAnalysisTests.datafiles import DCD, PSF
-
-    sources = [mm.TrajectorySource(n, PSF, DCD, selection=s)
-               for n, s in (("adk", "all"), ("ca", "name CA"), ("bb", "backbone"), ("heavy", "not name H*"))]
-    path = tmp_path_factory.mktemp("ml") / "store"
-    with warnings.catch_warnings(), dask.config.set(scheduler="sync"):
-        warnings.simplefilter("ignore")
-        mm.save_dataset(mm.build_dataset(sources, size=32, extent=64.0, variants=10, block_size=4),
-                        path, progress=False)
-    return path
+    return adk_store(tmp_path_factory.mktemp("ml") / "store", {"adk": "all", "ca": "name CA", "bb": "backbone", "heavy": "not name H*"}, size=32, variants=10, block_size=4)
 
 
 def test_import_without_torch_names_the_extra(monkeypatch):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
 
-import dask
 import pytest
+from conftest import adk_store
 
 import molmnist_dask as mm
 from molmnist_dask import plot
@@ -14,16 +13,7 @@ from molmnist_dask.errors import InputError
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from MDAnalysisTests.datafiles import DCD, PSF
-
-    sources = [mm.TrajectorySource("adk", PSF, DCD), mm.TrajectorySource("ca", PSF, DCD, selection="name CA"),
-               mm.TrajectorySource("bb", PSF, DCD, selection="backbone")]
-    path = tmp_path_factory.mktemp("plot") / "store"
-    with warnings.catch_warnings(), dask.config.set(scheduler="sync"):
-        warnings.simplefilter("ignore")
-        mm.save_dataset(mm.build_dataset(sources, size=32, extent=64.0, variants=7, block_size=4),
-                        path, progress=False)
-    return path
+    return adk_store(tmp_path_factory.mktemp("plot") / "store", {"adk": "all", "ca": "name CA", "bb": "backbone"}, size=32, variants=7, block_size=4)
 
 
 def test_gallery_variants_spread_first_to_last():
