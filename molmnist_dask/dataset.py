@@ -196,13 +196,13 @@ def _assemble(p: Plan) -> list:
     Written as one graph layer of render tasks and, per variable, a layer taking its item of
     each render's result: six tasks a block in all, however the arrays are computed or saved.
     """
-    renders = {}
+    renders, render_layer = {}, {}
     for m in range(len(p.sources)):
         for b, (start, stop) in enumerate(p.blocks):
             key, task = _render_task(p, m, start, stop)
             renders[(m, b)] = key
+            render_layer[key] = task
     layer_name = "render-" + dask.base.tokenize(*renders.values())
-    render_layer = {key: _render_task(p, m, *p.blocks[b])[1] for (m, b), key in renders.items()}
     n, q = p.grid.size, p.grid.qsize
     specs = [("shape", ((n,), (n,)), np.float32), ("diffraction", ((q,), (q,)), np.float32),
              ("lost_atoms", (), np.int64), ("lost_electrons", (), np.float64)]

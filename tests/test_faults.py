@@ -1,6 +1,7 @@
 """Faults and resume: a killed build, a second build, stale locks, damaged parts, a killed
 worker, an unreachable scheduler, a full disk and a read-only one."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -261,33 +262,31 @@ def test_unreachable_scheduler_is_a_clear_error(small, tmp_path, monkeypatch, ca
 
 # --- the disk misbehaves ----------------------------------------------------------------------
 
-def _mount_tmpfs(where: Path, options: str):
+@contextlib.contextmanager
+def _tmpfs(where: Path, options: str):
+    """A 1 MiB tmpfs at ``where`` (skips where mounting is not allowed), unmounted after."""
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options}size=1m", "tmpfs", str(where)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): "
                     "full and read-only disks not tested")
-
-
-def _umount(where: Path):
-    subprocess.run(["umount", "-l", str(where)], capture_output=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    where = tmp_path / "tiny"
-    _mount_tmpfs(where, "size=1m")
-    yield where
-    _umount(where)
+    with _tmpfs(tmp_path / "tiny", "") as where:
+        yield where
 
 
 @pytest.fixture
 def read_only_disk(tmp_path):
-    where = tmp_path / "ro"
-    _mount_tmpfs(where, "ro,size=1m")
-    yield where
-    _umount(where)
+    with _tmpfs(tmp_path / "ro", "ro,") as where:
+        yield where
 
 
 def test_full_disk_is_a_clear_error_and_the_build_resumes_after(long_run, tiny_disk):
