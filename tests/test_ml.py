@@ -312,11 +312,11 @@ def test_training_example_runs(store, tmp_path, capsys):
         import train_inversion
     finally:
         sys.path.pop(0)
-    rc = train_inversion.main([str(store), "-o", str(tmp_path / "out"), "--size", "16", "--epochs", "1",
-                               "--workers", "0", "--pr-images", "2", "--pr-iterations", "20",
-                               "--batch-size", "8"])
+    rc = train_inversion.main([str(store), "-o", str(tmp_path / "out"), "--size", "16", "--minutes", "0.03",
+                               "--eval-images", "3", "--pr-iterations", "20", "--batch-size", "8",
+                               "--fluences", "1e5", "--stripes", "5", "--threads", "1"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "nearest_training_pattern" in out and "ms/image" in out
-    for name in ("model.pt", "metrics.json", "predictions.png"):
+    assert "held out by variant" in out and "nearest training pattern" in out and "1e+05 photons" in out
+    for name in ("model-paper.pt", "model-unet-physics.pt", "metrics.json", "predictions.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0

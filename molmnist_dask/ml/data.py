@@ -283,6 +283,11 @@ class DiffractionDataset(torch.utils.data.Dataset):
         empty = np.zeros((0, 1, self.size, self.size), np.float32)
         return (np.concatenate(xs) if xs else empty), (np.concatenate(ys) if ys else empty)
 
+    def arrays(self) -> tuple:
+        """The whole split, transformed: float32 inputs and targets, (N, 1, h, w) numpy arrays
+        (the loaded ones with ``in_memory``, else read now)."""
+        return self._memory if self._memory is not None else self._load()
+
     # -- the torch protocol ------------------------------------------------------------------
 
     def __len__(self) -> int:
