@@ -168,7 +168,7 @@ def test_statistics_are_cached_and_recomputed_when_the_store_changes(store, monk
 def test_dataloader_workers_open_their_own_files(store, zstd_store, tmp_path):
     from torch.utils.data import DataLoader
 
-    from molmnist_dask.ml import DiffractionDataset
+    from molmnist_dask.ml import DiffractionDataset, area_resample
 
     nc = mm.consolidate(zstd_store, tmp_path / "one.nc", progress=False)
     for path in (store, zstd_store, nc):  # zstd shapes: read through netCDF4
@@ -182,6 +182,10 @@ def test_dataloader_workers_open_their_own_files(store, zstd_store, tmp_path):
         direct = [data[i] for i in (0, 13, 29)]
         for i, (x, y) in zip((0, 13, 29), direct):
             assert torch.equal(xs[i], x) and torch.equal(ys[i], y)
+        m, v = data.items[29]
+        with mm.open_dataset(path) as ds:  # what netCDF4 reads, whatever the filter
+            truth = area_resample(ds.shape.values[m, v], 16) / data.stats.target_max
+        np.testing.assert_allclose(ys[29, 0].numpy(), truth, rtol=1e-6)
         data.close()
 
 
