@@ -139,6 +139,17 @@ def test_batches_equal_items_in_the_order_asked(store):
 
 
 @needs_torch
+def test_without_h5py_netcdf4_reads_the_same(store, monkeypatch):
+    from molmnist_dask.ml import DiffractionDataset
+
+    asked = [30, 1, 17]
+    expected = DiffractionDataset(store, "all", size=16).__getitems__(asked)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now fails
+    for got, want in zip(DiffractionDataset(store, "all", size=16).__getitems__(asked), expected):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@needs_torch
 def test_statistics_are_cached_and_recomputed_when_the_store_changes(store, monkeypatch):
     from molmnist_dask.ml import DiffractionDataset
 

@@ -2,7 +2,8 @@
 
 h5py reads one stored image (one HDF5 chunk) with the least overhead of the readers we
 measured (benchmarks/bench_ml.py); a variable whose filter h5py lacks (zstd, in stores written
-before deflate became the default) is read through netCDF4 instead, which carries it.
+before deflate became the default) is read through netCDF4 instead, which carries it, and so
+is everything where h5py is not installed.
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ class _Part:
     """One open part file; reads images of a variable, with the netCDF4 fallback per variable."""
 
     def __init__(self, path: str):
-        import h5py
-
         self.path = path
+        self.h5, self.nc = None, None
+        try:
+            import h5py
+        except ImportError:  # not installed: netCDF4 reads everything
+            return
         self.h5 = h5py.File(path, "r")
-        self.nc = None
         self.fallback = set()
 
     def read(self, var: str, row: int, local, ys: slice, xs: slice, out: np.ndarray, at) -> None:
         """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``."""
-        if var not in self.fallback:
+        if self.h5 is not None and var not in self.fallback:
             dset = self.h5[var]
             try:
                 for i, j in zip(local, at):
@@ -49,7 +52,8 @@ class _Part:
             out[j] = self.nc.variables[var][row, i, ys, xs]
 
     def close(self) -> None:
-        self.h5.close()
+        if self.h5 is not None:
+            self.h5.close()
         if self.nc is not None:
             self.nc.close()
 
