@@ -31,12 +31,14 @@ class _Part:
         except ImportError:  # not installed: netCDF4 reads everything
             return
         self.h5 = h5py.File(path, "r")
-        self.fallback = set()
+        self.fallback, self.dsets = set(), {}
 
     def read(self, var: str, row: int, local, ys: slice, xs: slice, out: np.ndarray, at) -> None:
         """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``."""
         if self.h5 is not None and var not in self.fallback:
-            dset = self.h5[var]
+            dset = self.dsets.get(var)
+            if dset is None:  # looking a variable up by name costs as much as a small read
+                dset = self.dsets[var] = self.h5[var]
             try:
                 for i, j in zip(local, at):
                     out[j] = dset[row, i, ys, xs]
