@@ -168,7 +168,7 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
         # The frame's own buffer when every atom is selected: AtomGroup.positions would copy
         # it through a fancy index, which cost more than reading the frame (68k atoms).
         for index in frames:
-            ts = universe.trajectory[int(index)]
+            ts = read_frame(source, universe, int(index))
             yield ts.positions if whole else ts.positions.take(ix, axis=0)
 
     try:
@@ -187,6 +187,29 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
     if fluence is not None:
         diffraction = add_noise(diffraction, fluence, noise_seed, source.name, variants)
     return r.shape, diffraction, r.lost_atoms, r.lost_electrons
+
+
+def read_frame(source: TrajectorySource, universe, index: int):
+    """Frame ``index`` of a source's trajectory; a frame that cannot be read is an InputError
+    naming the molecule, the file and the frame (not a bare reader error from a worker)."""
+    try:
+        return universe.trajectory[index]
+    except Exception as err:  # MDAnalysis' readers raise OSError, EOFError, ValueError, ...
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(f"molecule '{source.name}': cannot read frame {index} of "
+                         f"{_file_of_frame(source, universe, index)}: {reason}") from None
+
+
+def _file_of_frame(source: TrajectorySource, universe, index: int) -> str:
+    """The trajectory file holding frame ``index`` (of several read as one, the right one)."""
+    files = source.trajectory or (source.topology,)
+    if len(files) > 1:
+        try:
+            which, _ = universe.trajectory._get_local_frame(index)
+            return files[which]
+        except Exception:  # noqa: BLE001 - only for the message
+            return " + ".join(files)
+    return files[0]
 
 
 def _render_task(p: Plan, m: int, start: int, stop: int) -> tuple:
