@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import molmnist_dask as mm
-from conftest import assert_same, computed, looks_complete, manifest, part_files, save_sync
+from conftest import assert_same, computed, index, looks_complete, mark_incomplete, part_files, save_sync
 from molmnist_dask import InputError, TrajectorySource
 from molmnist_dask.info import describe
 
@@ -23,17 +23,17 @@ def built(md, tmp_path_factory):
             TrajectorySource("ca", md.PSF, md.DCD, selection="name CA")]
     lazy = mm.build_dataset(srcs, size=32, extent=80.0, variants=8, block_size=3, oversampling=2)
     root = tmp_path_factory.mktemp("store")
-    store = save_sync(lazy, root / "adk-store")
-    nc = save_sync(lazy, root / "adk.nc")
+    store = save_sync(lazy, root / "adk-store", part_frames=3)
+    nc = save_sync(lazy, root / "adk.nc", part_frames=3)
     return SimpleNamespace(lazy=lazy, ref=computed(lazy), store=store, nc=nc, root=root)
 
 
 def test_store_layout(built):
-    m = manifest(built.store)
-    assert m["complete"] is True
-    assert m["blocks"] == [[0, 3], [3, 6], [6, 8]]
-    assert len(m["parts"]) == 2 and all(len(row) == 3 for row in m["parts"])
-    assert sorted(built.store / p for row in m["parts"] for p in row) == part_files(built.store)
+    idx = index(built.store)
+    assert idx.complete is True
+    assert [(p.molecule, p.start, p.stop) for p in idx.parts] == [(m, a, b) for m in (0, 1)
+                                                                  for a, b in ((0, 3), (3, 5), (5, 8))]
+    assert sorted(built.store / p.name for p in idx.parts) == part_files(built.store)
     assert (built.store / "index.nc").exists() and not (built.store / ".lock").exists()
     assert not list((built.store / "parts").glob(".*"))  # no temporary files left
     assert built.nc.is_file() and not (built.root / "adk.nc.parts").exists()
@@ -47,7 +47,7 @@ def test_parts_are_netcdf4_one_chunk_per_image_with_checksums(built):
             assert v.chunking() == [1, 1, ny, nx]
             assert v.filters()["fletcher32"] is True
         shape_filters = nc.variables["shape"].filters()
-        assert shape_filters["zstd"] or shape_filters["zlib"]  # compressed (zstd where available)
+        assert shape_filters["zlib"] and shape_filters["shuffle"]  # deflate: every reader has it
         assert not nc.variables["diffraction"].filters()["zlib"]
         assert nc.variables["lost_electrons"].filters()["fletcher32"] is True
 
@@ -57,7 +57,7 @@ def test_reopened_store_equals_the_dataset_saved(built):
     assert ds["shape"].chunks[1] == (1,) * 8  # one image per chunk by default
     assert_same(ds, built.ref)
     by_part = mm.open_dataset(built.store, chunks="part")
-    assert by_part["diffraction"].chunks[1] == (3, 3, 2)
+    assert by_part["diffraction"].chunks[1] == (3, 2, 3)
     assert_same(by_part, built.ref)
 
 
@@ -65,10 +65,17 @@ def test_nc_file_equals_the_dataset_saved(built):
     assert_same(mm.open_dataset(built.nc), built.ref)
 
 
-def test_plain_xarray_reads_the_store_as_the_readme_says(built):
-    parts = json.load(open(built.store / "molmnist.json"))["parts"]
-    with xr.open_mfdataset([[f"{built.store}/{p}" for p in row] for row in parts],
-                           combine="nested", concat_dim=["molecule", "variant"]) as ds:
+def test_plain_xarray_opens_the_store(built):
+    with xr.open_dataset(built.store) as ds:  # the molmnist backend, found by guess_can_open
+        assert_same(ds, built.ref)
+    with xr.open_dataset(built.store, engine="molmnist", chunks={}) as ds:
+        assert ds["shape"].chunks[1] == (1,) * 8
+        xr.testing.assert_identical(ds.compute(), built.ref)
+
+
+def test_plain_xarray_reads_the_parts_without_the_index(built):
+    with xr.open_mfdataset(str(built.store / "parts" / "*.nc"), combine="by_coords") as ds:
+        ds = ds.sortby("label")
         assert_same(ds, built.ref, attrs=False)
 
 
@@ -97,25 +104,21 @@ def test_opening_reads_no_image_until_indexed(built, store_copy, tmp_path):
     # metadata, coordinates and the small variables come from the index
     assert ds["shape"].shape == (2, 8, 32, 32) and ds.sizes["qx"] == 64
     np.testing.assert_array_equal(ds.lost_atoms.values, built.ref.lost_atoms.values)
-    with pytest.raises(OSError):  # (molecule 1: open_dataset takes attributes from part 0 of molecule 0)
+    with pytest.raises(InputError, match="0001-0000000-0000003.nc"):
         ds["shape"].isel(molecule=1, variant=0).values
     # one part back: a selection inside it reads it, and only it
-    shutil.copy(aside / "0001-0000003-0000006.nc", store_copy / "parts")
-    sel = ds["shape"].sel(molecule="ca", variant=slice(3, 5)).values
-    np.testing.assert_array_equal(sel, built.ref["shape"].sel(molecule="ca", variant=slice(3, 5)).values)
-    diff = ds["diffraction"].sel(molecule="ca", variant=[5, 3]).values
-    np.testing.assert_array_equal(diff, built.ref["diffraction"].sel(molecule="ca", variant=[5, 3]).values)
-    with pytest.raises(OSError):  # variant 2 lives in the part not put back
-        ds["shape"].sel(molecule="ca", variant=slice(2, 5)).values
+    shutil.copy(aside / "0001-0000003-0000005.nc", store_copy / "parts")
+    sel = ds["shape"].sel(molecule="ca", variant=slice(3, 4)).values
+    np.testing.assert_array_equal(sel, built.ref["shape"].sel(molecule="ca", variant=slice(3, 4)).values)
+    diff = ds["diffraction"].sel(molecule="ca", variant=[4, 3]).values
+    np.testing.assert_array_equal(diff, built.ref["diffraction"].sel(molecule="ca", variant=[4, 3]).values)
+    with pytest.raises(InputError, match="0001-0000000-0000003.nc"):  # variant 2: the part not put back
+        ds["shape"].sel(molecule="ca", variant=slice(2, 4)).values
 
 
 @pytest.fixture
 def incomplete(store_copy):
-    for part in part_files(store_copy)[:2]:
-        part.unlink()
-    m = manifest(store_copy)
-    m["complete"] = False
-    (store_copy / "molmnist.json").write_text(json.dumps(m))
+    mark_incomplete(store_copy, 2)
     return store_copy
 
 
@@ -181,16 +184,124 @@ def test_unwritable_output_is_an_input_error(built, tmp_path, where):
     assert not looks_complete(out)
 
 
-def test_saving_renders_each_block_once(tmp_path):
-    """The four variables of a block come from one render task, not one render each."""
+def test_saving_is_one_task_per_part(tmp_path):
+    """A part is one task that renders and writes its frames: no render or getter tasks."""
     import dask
     from MDAnalysisTests.datafiles import DCD, PSF
 
-    from molmnist_dask import store
+    from molmnist_dask.store import write
+    from molmnist_dask.store.layout import cut
 
     ds = mm.build_dataset([mm.TrajectorySource("adk", PSF, DCD)], size=16, variants=12, block_size=4)
-    blocks = store._blocks(ds)
-    tasks = store._write_tasks(ds, tmp_path / "s", blocks, [(0, b) for b in range(len(blocks))], {})
+    parts = cut(1, 12, 5)
+    tasks = write._tasks(ds, tmp_path / "s", parts, {})
     graph = dict(dask.delayed(tasks).__dask_graph__())
-    renders = [k for k in graph if str(k).startswith("render-adk")]
-    assert len(renders) == len(blocks) == 3
+    writes = [k for k in graph if str(k).startswith("write-part-")]
+    assert len(writes) == len(parts) == 3
+    assert len(graph) <= len(parts) + 2  # the writes, the shared header, the list
+
+
+# --- outputs never clobber --------------------------------------------------------------------
+
+def test_existing_nc_of_the_same_build_is_left_as_it_is(built):
+    before = (built.nc.stat().st_ino, built.nc.stat().st_mtime_ns)
+    save_sync(built.lazy, built.nc)
+    assert (built.nc.stat().st_ino, built.nc.stat().st_mtime_ns) == before
+
+
+def test_existing_nc_of_another_build_is_refused(built, tmp_path):
+    other = tmp_path / "other.nc"
+    shutil.copy(built.nc, other)
+    before = other.read_bytes()
+    smaller = mm.build_dataset([TrajectorySource("adk", *_adk_files())],
+                               size=16, extent=80.0, variants=4)
+    with pytest.raises(InputError, match="holds another dataset") as err:
+        save_sync(smaller, other)
+    assert "\n" not in str(err.value) and other.read_bytes() == before
+    text = tmp_path / "notes.nc"
+    text.write_text("mine")
+    with pytest.raises(InputError, match="not a molmnist dataset"):
+        save_sync(smaller, text)
+    assert text.read_text() == "mine"
+
+
+def _adk_files():
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    return PSF, DCD
+
+
+def test_output_that_is_an_input_is_refused(md, tmp_path, capsys):
+    """An AMBER NetCDF trajectory named like the output: the build must not destroy it."""
+    import MDAnalysis as mda
+
+    from conftest import quiet_universe, run_cli
+    from molmnist_dask.config import write_run_file
+
+    u = quiet_universe(md.PSF, md.DCD)
+    traj = tmp_path / "out.nc"
+    with mda.Writer(str(traj), u.atoms.n_atoms) as w:
+        for _ in u.trajectory[:3]:
+            w.write(u.atoms)
+    before = traj.read_bytes()
+    lazy = mm.build_dataset([TrajectorySource("adk", md.PSF, str(traj))], size=16, extent=80.0)
+    with pytest.raises(InputError, match="one of the build's inputs"):
+        save_sync(lazy, traj)
+    run = write_run_file(tmp_path / "run.toml", [TrajectorySource("adk", md.PSF, str(traj))],
+                         grid={"size": 16, "extent": 80.0})
+    rc, _, stderr = run_cli(["build", run, "-o", traj, "--no-progress", "--workers", "1"], capsys)
+    assert rc == 2 and "one of the build's inputs" in stderr and len(stderr.strip().splitlines()) == 1
+    assert traj.read_bytes() == before
+
+
+# --- files every reader opens -----------------------------------------------------------------
+
+_H5_READER = """
+import json, sys
+import h5netcdf
+import numpy as np
+out = {}
+for path in sys.argv[1:]:
+    with h5netcdf.File(path, "r") as f:
+        out[path] = {v: float(np.asarray(f.variables[v][...], dtype=np.float64).sum())
+                     for v in ("shape", "diffraction")}
+assert "netCDF4" not in sys.modules, "netCDF4 was imported"
+print(json.dumps(out))
+"""
+
+
+def test_parts_and_consolidated_file_read_with_h5netcdf_alone(built):
+    """h5py/h5netcdf read every part and the .nc file in a process without netCDF4 (no plugin
+    filter: deflate, shuffle and Fletcher-32 are built into every HDF5)."""
+    import subprocess
+    import sys
+
+    files = [str(p) for p in part_files(built.store)] + [str(built.nc)]
+    done = subprocess.run([sys.executable, "-c", _H5_READER, *files], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sums = json.loads(done.stdout)
+    for path in files:
+        ds = xr.open_dataset(path)
+        for var in ("shape", "diffraction"):
+            assert sums[path][var] == pytest.approx(float(ds[var].values.astype(np.float64).sum()), rel=1e-12)
+
+
+@pytest.mark.skipif(shutil.which("ncdump") is None, reason="ncdump is not installed (Debian: netcdf-bin)")
+def test_ncdump_reads_a_part_and_the_consolidated_file(built):
+    import subprocess
+
+    for path in (part_files(built.store)[0], built.nc):
+        done = subprocess.run(["ncdump", "-v", "shape", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "shape =" in done.stdout and "NetCDF: Filter error" not in done.stdout
+
+
+def test_two_stores_of_one_configuration_have_distinct_dask_keys(built, tmp_path):
+    """Keys come from what is on disk (path and modification time), as xarray tokenizes
+    open_dataset, never from the configuration alone."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built.store, copy)
+    a, b = mm.open_dataset(built.store), mm.open_dataset(copy)
+    assert a["shape"].data.name != b["shape"].data.name
+    assert mm.open_dataset(built.store)["shape"].data.name == a["shape"].data.name  # same files: same keys
