@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import adk_store, save_sync
+from conftest import save_sync
 
 import molmnist_dask as mm
 from molmnist_dask.errors import InputError
@@ -31,23 +31,27 @@ needs_torch = pytest.mark.skipif(torch is None and os.environ.get("CI") != "true
 SELECTIONS = {"adk": "all", "ca": "name CA", "bb": "backbone", "heavy": "not name H*"}
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """4 molecules x 10 variants at 32 px, parts of 4 variants (3 per molecule); shapes deflated,
-    which h5py reads."""
+def _adk_store(path, **save):
+    """4 molecules x 10 variants at 32 px in parts of 4 variants (3 per molecule)."""
     from MDAnalysisTests.datafiles import DCD, PSF
 
     sources = [mm.TrajectorySource(n, PSF, DCD, selection=s) for n, s in SELECTIONS.items()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = mm.build_dataset(sources, extent=64.0, size=32, variants=10, block_size=4)
-        return save_sync(ds, tmp_path_factory.mktemp("ml") / "store", compression={"shape": 1})
+        ds = mm.build_dataset(sources, extent=64.0, size=32, variants=10)
+        return save_sync(ds, path, part_frames=4, **save)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Shapes deflated: what h5py reads."""
+    return _adk_store(tmp_path_factory.mktemp("ml") / "store", compression={"shape": 1})
 
 
 @pytest.fixture(scope="module")
 def zstd_store(tmp_path_factory):
-    """The same with the package's default compression (zstd shapes: h5py cannot read them)."""
-    return adk_store(tmp_path_factory.mktemp("ml") / "zstd", SELECTIONS, size=32, variants=10, block_size=4)
+    """Shapes compressed with zstd, which h5py cannot read without hdf5plugin."""
+    return _adk_store(tmp_path_factory.mktemp("ml") / "zstd", compression={"shape": ("zstd", 1)})
 
 
 def test_import_without_torch_names_the_extra(monkeypatch):
@@ -134,16 +138,31 @@ def test_batches_equal_items_in_the_order_asked(store):
             assert torch.equal(got[0], one[0]) and torch.equal(got[1], one[1])
     # a batch opens only the parts it needs, once each
     data = DiffractionDataset(store, "all", normalize=None, target_scale=None)
-    data.__getitems__([0, 1, 2, 3, 12])  # molecule 0's first part (0..3) and its third (8..9)
+    data.__getitems__([0, 1, 2, 12])  # variants 0-2 of molecule 0 (one part) and 2 of molecule 1
+    assert sorted(data._files.open) == sorted({data._parts[w].path for w in data._where[0][[0, 1, 2, 12]]})
     assert len(data._files.open) == 2 and all(isinstance(p, reader._Part) for p in data._files.open.values())
 
 
 @needs_torch
-def test_without_h5py_netcdf4_reads_the_same(store, monkeypatch):
+def test_netcdf4_reads_what_h5py_cannot(store, monkeypatch):
     from molmnist_dask.ml import DiffractionDataset
 
     asked = [30, 1, 17]
     expected = DiffractionDataset(store, "all", size=16).__getitems__(asked)
+    import h5py
+
+    original = h5py.Dataset.__getitem__
+
+    def no_filter(self, key):  # as h5py without a plugin for the shapes' filter (zstd)
+        if self.name == "/shape":
+            raise OSError("Can't synchronously read data (required filter is not registered)")
+        return original(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", no_filter)
+    data = DiffractionDataset(store, "all", size=16)
+    for got, want in zip(data.__getitems__(asked), expected):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert all(p.fallback == {"shape"} for p in data._files.open.values())
     monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now fails
     for got, want in zip(DiffractionDataset(store, "all", size=16).__getitems__(asked), expected):
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

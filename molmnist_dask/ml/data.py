@@ -48,9 +48,13 @@ class Part(NamedTuple):
 def _part_layout(path: Path) -> list:
     """Where every image lives: a list of `Part`, for a store folder or a single ``.nc`` file.
 
-    The one place that knows the store's file layout (today the ``molmnist.json`` manifest:
-    ``blocks`` are variant ranges, ``parts[m][b]`` the file of molecule m's block b).
+    The one place in `ml` that knows how a store lies on disk: the part layout of its index
+    (``molmnist_dask.store.read_index``), or, for a store written before the index held it,
+    the ``molmnist.json`` manifest (``blocks``: variant ranges; ``parts[m][b]``: the file of
+    molecule m's block b).
     """
+    from ..store import read_index
+
     path = Path(path).resolve()
     if path.is_file():
         import netCDF4
@@ -58,6 +62,12 @@ def _part_layout(path: Path) -> list:
         with netCDF4.Dataset(path) as nc:
             n_molecules, n_variants = nc.variables["shape"].shape[:2]
         return [Part(m, 0, n_variants, str(path), m) for m in range(n_molecules)]
+    try:
+        index = read_index(path)
+    except InputError:  # an index without the layout: an older store
+        index = None
+    if index is not None:
+        return [Part(p.molecule, p.start, p.stop, str(path / p.name), 0) for p in index.parts]
     manifest = json.loads((path / "molmnist.json").read_text())
     return [Part(m, int(a), int(b), str(path / name), 0)
             for m, row in enumerate(manifest["parts"])
@@ -70,7 +80,7 @@ def _metadata(path: Path) -> dict:
 
     if not path.exists():
         raise InputError(f"{path}: no such dataset")
-    ds = open_dataset(path)
+    ds = open_dataset(path, chunks=None)  # no dask: only coordinates are read
     for var in ("shape", "diffraction"):
         if var not in ds.variables:
             raise InputError(f"{path}: the dataset has no '{var}' variable")
