@@ -188,8 +188,8 @@ def quick_store(scratch: Path) -> Path:
                for i, s in enumerate(("all", "backbone", "name CA", "not name H*"))]
     with warnings.catch_warnings(), dask.config.set(scheduler="threads"):
         warnings.simplefilter("ignore")
-        ds = mm.build_dataset(sources, size=200, extent=80.0, block_size=25)
-        return mm.save_dataset(ds, scratch / "adk-store", compression={"shape": 1}, progress=False)
+        ds = mm.build_dataset(sources, size=200, extent=80.0)
+        return mm.save_dataset(ds, scratch / "adk-store", part_frames=25, progress=False)
 
 
 def main():
@@ -201,7 +201,7 @@ def main():
     # one thread: on a small shared CPU, torch's threads in the default collation fight the
     # other processes (DataLoader workers use one each anyway)
     torch.set_num_threads(args.threads)
-    stores = [Path(s) for s in args.stores] or [quick_store(args.scratch)]
+    stores = [Path(s) for s in args.stores or []] or [quick_store(args.scratch)]
     if args.quick:
         args.items = min(args.items, 512)
     print(C.machine(), f"torch threads {args.threads}")
