@@ -11,7 +11,6 @@ Only `_part_layout` knows where an item's images live in the files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,10 +47,8 @@ class Part(NamedTuple):
 def _part_layout(path: Path) -> list:
     """Where every image lives: a list of `Part`, for a store folder or a single ``.nc`` file.
 
-    The one place in `ml` that knows how a store lies on disk: the part layout of its index
-    (``molmnist_dask.store.read_index``), or, for a store written before the index held it,
-    the ``molmnist.json`` manifest (``blocks``: variant ranges; ``parts[m][b]``: the file of
-    molecule m's block b).
+    The one place in `ml` that knows how a store lies on disk: the part layout recorded in
+    the store's index (``molmnist_dask.store.read_index``).
     """
     from ..store import read_index
 
@@ -62,16 +59,10 @@ def _part_layout(path: Path) -> list:
         with netCDF4.Dataset(path) as nc:
             n_molecules, n_variants = nc.variables["shape"].shape[:2]
         return [Part(m, 0, n_variants, str(path), m) for m in range(n_molecules)]
-    try:
-        index = read_index(path)
-    except InputError:  # an index without the layout: an older store
-        index = None
-    if index is not None:
-        return [Part(p.molecule, p.start, p.stop, str(path / p.name), 0) for p in index.parts]
-    manifest = json.loads((path / "molmnist.json").read_text())
-    return [Part(m, int(a), int(b), str(path / name), 0)
-            for m, row in enumerate(manifest["parts"])
-            for (a, b), name in zip(manifest["blocks"], row)]
+    index = read_index(path)
+    if index is None:
+        raise InputError(f"{path}: not a molmnist store (no index)")
+    return [Part(p.molecule, p.start, p.stop, str(path / p.name), 0) for p in index.parts]
 
 
 def _metadata(path: Path) -> dict:
