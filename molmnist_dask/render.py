@@ -282,7 +282,8 @@ def _diffraction_odd(shapes: np.ndarray, m: int) -> np.ndarray:
     return np.fft.fftshift(power, axes=(-2, -1))
 
 
-def render(positions, weights: np.ndarray, grid: Grid, center: str | None = "geometry") -> Rendered:
+def render(positions, weights: np.ndarray, grid: Grid, center: str | None = "geometry",
+           rotations=None) -> Rendered:
     """Render a block of frames: shapes, diffraction patterns and out-of-view counts.
 
     Parameters
@@ -294,35 +295,101 @@ def render(positions, weights: np.ndarray, grid: Grid, center: str | None = "geo
         Electrons per atom.
     grid : Grid
     center : {"geometry", "electrons", None}
+    rotations : ndarray, (frames, 3, 3), optional
+        An active rotation per frame, applied to the centred positions before they are
+        projected along z (`molmnist_dask.orientation`); None: no rotation.
 
     Raises
     ------
     NonFiniteCoordinates
         If a frame has NaN or infinite coordinates.
     """
+    block = _Shapes(positions, grid.size)
+    for i, image, n_lost, e_lost, _ in frame_loop(positions, weights, grid, center, rotations):
+        block.add(i, image, n_lost, e_lost)
+    shapes, lost_atoms, lost_electrons = block.finish()
+    return Rendered(shape=shapes, diffraction=diffraction(shapes, grid.oversampling),
+                    lost_atoms=lost_atoms, lost_electrons=lost_electrons)
+
+
+def frame_loop(positions, weights: np.ndarray, grid: Grid, center: str | None = "geometry",
+               rotations=None):
+    """The per-frame loop every renderer shares: check, centre (and rotate), bin, project.
+
+    One workspace serves every frame. Yields, per frame, ``(i, image, lost_atoms,
+    lost_electrons, flat)``: ``image`` is the electron-count image with a border of outlier
+    bins, (size+2, size+2) float64, and ``flat`` each atom's bin in it (raveled, intp); both
+    are the workspace's, valid until the next frame. Arguments as `render`'s.
+    """
     if center not in CENTERS:
         raise ValueError(f"center must be 'geometry', 'electrons' or None, got {center!r}")
     w = np.asarray(weights, dtype=np.float64)
+    if rotations is not None:
+        rotations = np.asarray(rotations, dtype=np.float64)
     bins = _Bins(grid.edges)
     ws = _Workspace((2, len(w)), grid.size)
-    expected = operator.length_hint(positions)
-    block = np.empty((expected, grid.size, grid.size), np.float32) if expected else None
-    images, lost_atoms, lost_electrons = [], [], []
     for i, pos in enumerate(positions):
         pos = np.asarray(pos)
         if not _finite(pos):
             raise NonFiniteCoordinates(i)
-        image, n_lost, e_lost = _project_xy(_centred_xy(pos, w, center, ws), w, bins, ws)
-        if block is not None and i < expected:
-            np.copyto(block[i], image[1:-1, 1:-1], casting="same_kind")
+        if rotations is None:
+            v = _centred_xy(pos, w, center, ws)
         else:
-            images.append(image[1:-1, 1:-1].astype(np.float32))
-        lost_atoms.append(n_lost)
-        lost_electrons.append(e_lost)
-    shapes = _gather(block, images, len(lost_atoms), grid.size)
-    return Rendered(shape=shapes, diffraction=diffraction(shapes, grid.oversampling),
-                    lost_atoms=np.array(lost_atoms, dtype=np.int64),
-                    lost_electrons=np.array(lost_electrons, dtype=np.float64))
+            v = _rotated_xy(pos, rotations[i], w, center, ws)
+        image, n_lost, e_lost = _project_xy(v, w, bins, ws)
+        yield i, image, n_lost, e_lost, ws.k[0]
+
+
+def _rotated_xy(pos: np.ndarray, rotation: np.ndarray, w: np.ndarray, center: str | None,
+                ws: "_Workspace"):
+    """``(R @ centred.T)[[1, 0]]`` into ``ws.v``: the rotated y and x, straight from ``pos``.
+
+    The rows of R are applied to the positions as they are (float64 arithmetic, no copy of
+    the frame), then the rotated coordinates are centred: the centre of ``R r`` is ``R``
+    times the centre of ``r``, so this is the rotation of the centred positions (to
+    rounding, about 1e-16 of the coordinates), and z' is never needed.
+    """
+    v, tmp = ws.v, ws.g[0]
+    for row, r in ((v[0], rotation[1]), (v[1], rotation[0])):
+        np.multiply(pos[:, 0], r[0], out=row)  # r[0] is a float64 scalar: float64 arithmetic
+        np.multiply(pos[:, 1], r[1], out=tmp)
+        row += tmp
+        np.multiply(pos[:, 2], r[2], out=tmp)
+        row += tmp
+    n = v.shape[1]
+    if center is None or not n:
+        return v
+    for row in v:
+        if center == "geometry":
+            row -= np.cumsum(row, out=ws.acc)[-1] / n
+        else:
+            row -= _centre(row[:, None], w, center)[0]
+    return v
+
+
+class _Shapes:
+    """The shapes and out-of-view counts of a block, gathered frame by frame (float32)."""
+
+    def __init__(self, positions, size: int):
+        self.size = size
+        self.expected = operator.length_hint(positions)
+        self.block = np.empty((self.expected, size, size), np.float32) if self.expected else None
+        self.images, self.lost_atoms, self.lost_electrons = [], [], []
+
+    def add(self, i: int, image: np.ndarray, n_lost: int, e_lost: float) -> None:
+        """Frame ``i``'s bordered image and counts."""
+        if self.block is not None and i < self.expected:
+            np.copyto(self.block[i], image[1:-1, 1:-1], casting="same_kind")
+        else:
+            self.images.append(image[1:-1, 1:-1].astype(np.float32))
+        self.lost_atoms.append(n_lost)
+        self.lost_electrons.append(e_lost)
+
+    def finish(self):
+        """``(shapes, lost_atoms, lost_electrons)``, as `Rendered` holds them."""
+        shapes = _gather(self.block, self.images, len(self.lost_atoms), self.size)
+        return (shapes, np.array(self.lost_atoms, dtype=np.int64),
+                np.array(self.lost_electrons, dtype=np.float64))
 
 
 def _finite(pos: np.ndarray) -> bool:
