@@ -187,7 +187,8 @@ def write_run_file(path, sources, *, grid: dict | None = None, options: dict | N
 
     lines = []
     for table, values, allowed in (("grid", grid, GRID_KEYS), ("options", options, OPTION_KEYS)):
-        values = {k: v for k, v in (values or {}).items() if v is not None}
+        # a tuple (a view direction from BuildOptions) is a TOML array like a list
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in (values or {}).items() if v is not None}
         _check_keys(values, allowed, f"[{table}]", path)
         if values:
             lines.append(f"[{table}]")

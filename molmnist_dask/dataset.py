@@ -210,14 +210,21 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
     return r.shape, diffraction, r.lost_atoms, r.lost_electrons
 
 
+def block_options(p: Plan, start: int, stop: int) -> dict:
+    """`render_block`'s keywords for variants ``start..stop-1``: the kernel's non-default
+    options, and the variant indices where they seed something (noise, orientations). Only
+    what differs from the defaults, so that default graphs keep their keys."""
+    options = p.options.render_options()
+    if "fluence" in options or "orientation" in options:
+        options["variants"] = np.arange(start, stop)
+    return options
+
+
 def _render_task(p: Plan, m: int, start: int, stop: int) -> tuple:
     """The key and task that render molecule ``m``'s variants ``start..stop-1``."""
     source = p.sources[m]
     frames = p.frames[m, start:stop]
-    # only what differs from the defaults, so default graphs keep their keys
-    options = p.options.render_options()
-    if p.fluence is not None or "orientation" in options:
-        options["variants"] = np.arange(start, stop)
+    options = block_options(p, start, stop)
     token = dask.base.tokenize(source, frames, p.grid, p.center, *sorted(options.items(), key=str))
     call = functools.partial(render_block, **options) if options else render_block
     return f"render-{source.name}-{start}-{token}", (call, source, frames, p.grid, p.center)
@@ -291,6 +298,15 @@ def build_dataset(sources, options: BuildOptions | dict | None = None, **changes
     noise_seed : int
         Seed of the photon noise; each (seed, molecule, variant) draws the same noise whatever
         the blocks or the scheduler.
+    orientation : {"z", "x", "y", "random"} or 3-vector
+        Turn each molecule before projecting along z: not at all (default), to view it along
+        a fixed direction, or by a uniformly random rotation per (seed, molecule, variant);
+        the rotations are recorded in the ``orientation`` coordinate
+        (`molmnist_dask.orientation` gives the conventions).
+    orientation_seed : int
+        Seed of the random orientations.
+    orientations_per_frame : int
+        K random orientations of each frame: variants = frames x K.
 
     Returns
     -------

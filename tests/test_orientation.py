@@ -322,7 +322,7 @@ def test_run_file_and_cli_take_the_orientation(md, tmp_path, capsys):
     from molmnist_dask.config import load_run_file, write_run_file
 
     run = write_run_file(tmp_path / "run.toml", [_adk(md)], grid={"size": 16, "extent": 64.0},
-                         options={"variants": 2, "orientation": [1.0, 0.0, 1.0]})
+                         options={"variants": 2, "orientation": (1.0, 0.0, 1.0)})
     assert "orientation = [1.0, 0.0, 1.0]" in run.read_text()
     assert load_run_file(run).options.orientation == (1.0, 0.0, 1.0)
     text = run.read_text().replace("orientation = [1.0, 0.0, 1.0]",
