@@ -344,3 +344,24 @@ def test_run_file_and_cli_take_the_orientation(md, tmp_path, capsys):
         rc, out, err = run_cli(["build", run, "-o", tmp_path / "out", *flags], capsys)
         assert rc == 2 and key in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "out").exists()
+
+
+def test_cli_build_on_a_cluster(md, cluster, tmp_path, capsys):
+    """The flags reach the workers: the store holds the images and orientations of the same
+    build made here."""
+    from molmnist_dask.config import write_run_file
+
+    run = write_run_file(tmp_path / "run.toml", [_adk(md)], grid={"size": 24, "extent": 80.0},
+                         options={"variants": 3, "block_size": 4})
+    out = tmp_path / "store"
+    rc, _, err = run_cli(["build", run, "-o", out, "--orientation", "random", "--orientation-seed", "2",
+                          "--orientations-per-frame", "2", "--no-progress", "--cluster",
+                          cluster.scheduler_address], capsys)
+    assert rc == 0, err
+    _, ref = _build([_adk(md)], size=24, extent=80.0, variants=3, block_size=4, orientation="random",
+                    orientation_seed=2, orientations_per_frame=2)
+    back = mm.open_dataset(out)
+    np.testing.assert_array_equal(back.shape.values, ref.shape.values)
+    np.testing.assert_array_equal(back.diffraction.values, ref.diffraction.values)
+    with xr.open_dataset(out / "index.nc") as index:
+        np.testing.assert_array_equal(index.orientation.values, ref.orientation.values)
