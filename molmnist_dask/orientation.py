@@ -24,9 +24,14 @@ The ``orientation`` option names the rotation:
     half turn about x (image x = x, image y = -y).
 ``"random"``
     A rotation drawn uniformly from SO(3) for each (``orientation_seed``, molecule name,
-    variant index): a standard normal 4-vector, normalised (uniform on the unit sphere of
-    quaternions, hence on SO(3)), drawn from its own generator. Any image can thus be
-    regenerated alone, whatever the blocks, parts or scheduler.
+    variant index), so that any image can be regenerated alone, whatever the blocks, parts or
+    scheduler. Each (seed, molecule) has a 64-bit key (numpy's ``SeedSequence`` of
+    ``[seed, crc32(name), stream tag]``, as `molmnist_dask.noise` seeds its generators);
+    variant v takes draws 4v..4v+2 of the SplitMix64 sequence of that key (random access,
+    so the orientations of millions of variants are computed at once, in milliseconds, where
+    a generator per variant would take a minute), and Shoemake's formula turns those three
+    uniforms into a quaternion uniform on the unit sphere, hence a rotation uniform on SO(3)
+    (K. Shoemake, "Uniform random rotations", Graphics Gems III, 1992).
 """
 
 from __future__ import annotations
@@ -127,18 +132,49 @@ def towards_z(direction) -> np.ndarray:
     return np.array([d[1] / s * math.sin(half), -d[0] / s * math.sin(half), 0.0, math.cos(half)])
 
 
-def generator(seed: int, molecule: str, variant: int) -> np.random.Generator:
-    """The random generator of one image's orientation (as `molmnist_dask.noise.generator`,
-    in a stream of its own)."""
-    key = zlib.crc32(str(molecule).encode("utf-8"))
-    sequence = np.random.SeedSequence([int(seed), key, int(variant), _STREAM])
-    return np.random.Generator(np.random.PCG64(sequence))
+#: SplitMix64 (Steele, Lea & Flood 2014; Java's SplittableRandom, the seeder of xoshiro): the
+#: n-th output is a fixed mix of key + (n + 1) * GAMMA, so any draw is computed directly.
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX = (np.uint64(30), np.uint64(0xBF58476D1CE4E5B9), np.uint64(27), np.uint64(0x94D049BB133111EB),
+        np.uint64(31))
 
 
-def random_quaternion(seed: int, molecule: str, variant: int) -> np.ndarray:
-    """The uniformly random orientation of one (seed, molecule, variant), ``(x, y, z, w)``."""
-    q = generator(seed, molecule, variant).standard_normal(4)
-    return canonical(q / np.linalg.norm(q))
+def _key(seed: int, molecule: str) -> np.uint64:
+    """The 64-bit key of one (seed, molecule)."""
+    crc = zlib.crc32(str(molecule).encode("utf-8"))
+    return np.random.SeedSequence([int(seed), crc, _STREAM]).generate_state(1, np.uint64)[0]
+
+
+def _splitmix64(key: np.uint64, n: np.ndarray) -> np.ndarray:
+    """Outputs ``n`` (uint64 array) of the SplitMix64 sequence seeded with ``key``."""
+    a, b, c, d, e = _MIX
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2**64 on purpose
+        z = key + (n + np.uint64(1)) * _GAMMA
+        z = (z ^ (z >> a)) * b
+        z = (z ^ (z >> c)) * d
+        return z ^ (z >> e)
+
+
+def random_quaternions(seed: int, molecule: str, variants) -> np.ndarray:
+    """The uniformly random orientations of some variants of one molecule, (variants, 4).
+
+    Parameters
+    ----------
+    seed : int
+        ``orientation_seed``.
+    molecule : str
+        The molecule's name.
+    variants : sequence of int
+        Variant indices (>= 0); each variant's quaternion depends on nothing else.
+    """
+    v = np.asarray(variants, dtype=np.uint64).reshape(-1, 1)
+    raw = _splitmix64(_key(seed, molecule), v * np.uint64(4) + np.arange(3, dtype=np.uint64))
+    u = (raw >> np.uint64(11)).astype(np.float64) * 2.0 ** -53  # 53-bit uniforms in [0, 1)
+    # Shoemake: (sqrt(1-u0) sin 2pi u1, sqrt(1-u0) cos 2pi u1, sqrt(u0) sin 2pi u2, sqrt(u0) cos 2pi u2)
+    a, b = np.sqrt(1 - u[:, 0]), np.sqrt(u[:, 0])
+    t1, t2 = np.ascontiguousarray(2 * np.pi * u[:, 1]), np.ascontiguousarray(2 * np.pi * u[:, 2])
+    q = np.stack([a * np.sin(t1), a * np.cos(t1), b * np.sin(t2), b * np.cos(t2)], axis=-1)
+    return canonical(q)
 
 
 def canonical(q: np.ndarray) -> np.ndarray:
@@ -164,8 +200,7 @@ def quaternions(orientation, seed: int, molecule: str, variants) -> np.ndarray:
     orientation = parse(orientation)
     variants = np.asarray(variants, dtype=np.int64).reshape(-1)
     if orientation == "random":
-        out = [random_quaternion(seed, molecule, v) for v in variants]
-        return np.array(out, dtype=np.float64).reshape(len(variants), 4)
+        return random_quaternions(seed, molecule, variants)
     direction = AXES.get(orientation, orientation)
     return np.tile(towards_z(direction), (len(variants), 1))
 

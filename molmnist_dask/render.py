@@ -4,19 +4,22 @@ Plain numpy/scipy on in-memory arrays: nothing here knows of dask, files or xarr
 be tested and timed alone (and moved to a GPU later). What it computes is the data contract of
 DESIGN.md, exactly:
 
-- positions in angstrom (float64), minus their centre (of geometry, of electrons, or none);
+- positions in angstrom (float64), minus their centre (of geometry, of electrons, or none),
+  then, when a rotation R is given for the frame (`molmnist_dask.orientation`), ``R @ r``;
 - ``shape = numpy.histogram2d(y, x, bins=size, range=[[-extent/2, extent/2]] * 2, weights=Z)[0]``,
   atoms outside the field of view dropped and counted;
 - ``diffraction = fftshift(abs(fft2(shape, s=(k*size, k*size)))**2)``.
 
 It gives exactly that, faster (benchmarks/bench_build.py, bench_freud.py): only x and y are
-centred and binned; a bin index computed by arithmetic (and checked against the edges where it
-lies near one) replaces ``histogram2d``'s sorted search; the weights are added in atom order,
-as ``bincount`` adds them, into an image with a border of outlier bins (as ``histogramdd`` lays
-them out) instead of masking the atoms outside; per-atom buffers and the image are reused from
-frame to frame. A float32 real FFT of the image's occupied rows (half the spectrum, the other
-half by Hermitian symmetry, the quadrants swapped on the way) replaces a complex128 ``fft2``
-and ``fftshift`` per frame (within 2e-7 of it, relative norm).
+centred and binned (with a rotation, only rows 0 and 1 of R are applied, straight from the
+frame's buffer into the workspace: bench_orientation.py); a bin index computed by arithmetic
+(and checked against the edges where it lies near one) replaces ``histogram2d``'s sorted
+search; the weights are added in atom order, as ``bincount`` adds them, into an image with
+a border of outlier bins (as ``histogramdd`` lays them out) instead of masking the atoms
+outside; per-atom buffers and the image are reused from frame to frame. A float32 real FFT
+of the image's occupied rows (half the spectrum, the other half by Hermitian symmetry, the
+quadrants swapped on the way) replaces a complex128 ``fft2`` and ``fftshift`` per frame
+(within 2e-7 of it, relative norm).
 """
 
 from __future__ import annotations

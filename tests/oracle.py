@@ -4,8 +4,8 @@ It shares no code with ``molmnist_dask``: it reads the trajectory with MDAnalysi
 atom's atomic number from its element (``MDAnalysis.guesser.tables.SYMB2Z``; elements guessed
 from atom names with MDAnalysis' own ``guess_TopologyAttrs`` where the topology has none),
 centres the float64 positions, optionally rotates them (an explicit matrix per frame, or
-one from a scalar-last quaternion by Rodrigues' formula), bins them with ``numpy.histogram2d`` and transforms them with
-``numpy.fft.fft2`` in double precision. It is slow and obvious on purpose.
+one from a scalar-last quaternion by Rodrigues' formula), bins them with
+``numpy.histogram2d`` and transforms them with ``numpy.fft.fft2`` in double precision. It is slow and obvious on purpose.
 """
 
 from __future__ import annotations

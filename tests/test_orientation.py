@@ -128,7 +128,12 @@ def test_random_quaternions_are_unit_canonical_and_reproducible():
     q = orient.quaternions("random", 11, "adk", range(200))
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1, atol=1e-15)
     assert (q[:, 3] >= 0).all()
+    # each variant's own, whatever the others asked for with it
     np.testing.assert_array_equal(q[57], orient.quaternions("random", 11, "adk", [57])[0])
+    for size in (1, 3, 8, 17):
+        for start in range(0, 200, size):
+            part = range(start, min(start + size, 200))
+            np.testing.assert_array_equal(orient.quaternions("random", 11, "adk", part), q[part])
     assert not np.allclose(q[:5], orient.quaternions("random", 12, "adk", range(5)))
     assert not np.allclose(q[:5], orient.quaternions("random", 11, "adk2", range(5)))
 
@@ -183,7 +188,7 @@ def test_recorded_quaternions_reproduce_the_images(md, random_build):
     assert list(ds.quaternion.values) == ["x", "y", "z", "w"]
     assert "scalar last" in ds.orientation.attrs["long_name"] and ds.orientation.attrs["units"] == "1"
     _assert_matches_oracle(ds, _oracle(md, ds))
-    # ... and they are the generator's for (seed, molecule, variant)
+    # ... and they are those of (seed, molecule, variant)
     np.testing.assert_array_equal(q, orient.quaternions("random", 7, "adk", range(12)))
 
 
