@@ -88,6 +88,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=_integer, default=0, help="seed of the cellulose variants (default run)")
     b.add_argument("--synth-dir", help="where the default run's trajectories go "
                                        "(default: molmnist-cellulose beside the output)")
+    b.add_argument("--part-frames", type=_positive_int,
+                   help="most frames per part file and save task (default: the molmnist.part-frames "
+                        "setting, 2000, fewer when workers would idle)")
     b.add_argument("--check", choices=["quick", "full"], default="quick",
                    help="how finished parts of a resumed build are checked")
     _cluster_args(b)
@@ -149,7 +152,8 @@ def _build(args) -> None:
         kwargs["jobs"] = args.jobs
     ds = build_dataset(config.sources, options)
     with connect(where, **kwargs):
-        out = save_dataset(ds, args.output, progress=not args.no_progress, check=args.check)
+        out = save_dataset(ds, args.output, progress=not args.no_progress, check=args.check,
+                           part_frames=args.part_frames)
     print(f"wrote {out}")
 
 
