@@ -225,7 +225,7 @@ def write_part(path: str, part: Part, source, frames: np.ndarray, grid, options,
             j = min(i + step, part.size)
             shape, pattern, lost_atoms, lost_electrons = render_block(
                 source, frames[i:j], grid, options.center, **options.render_options(),
-                **({"variants": np.arange(part.start + i, part.start + j)} if options.fluence is not None else {}))
+                variants=np.arange(part.start + i, part.start + j))  # noise and orientations need them
             _write(writer, i, shape, pattern)
             lost["lost_atoms"][i:j], lost["lost_electrons"][i:j] = lost_atoms, lost_electrons
         nbytes = _close(writer, lost)
