@@ -290,6 +290,20 @@ def saved(random_build, tmp_path_factory):
     return save_sync(lazy, root / "store"), save_sync(lazy, root / "one.nc")
 
 
+def test_same_images_whatever_the_parts_and_sub_blocks(random_build, tmp_path):
+    """Stores cut into other parts, written a frame at a time, hold the lazy build's images."""
+    import dask
+
+    lazy, ds = random_build
+    with dask.config.set({"molmnist.sub-block-bytes": 1}):
+        store = save_sync(lazy, tmp_path / "parts-of-5", part_frames=5)
+    files = sorted((store / "parts").glob("*.nc"))
+    assert len(files) == 3  # 12 variants in parts of at most 5
+    with xr.open_mfdataset([[str(f) for f in files]], combine="nested", concat_dim=["molecule", "variant"]) as back:
+        for v in ("shape", "diffraction", "lost_atoms", "orientation"):
+            np.testing.assert_array_equal(back[v].values, ds[v].values)
+
+
 def test_orientation_is_written_into_parts_and_index(random_build, saved):
     _, ds = random_build
     store, _ = saved
