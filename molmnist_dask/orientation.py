@@ -1,10 +1,12 @@
 """Orientations: which way each molecule is turned before it is projected along z.
 
 An orientation is an *active* rotation ``R`` applied to each frame's centred positions
-``r`` (``r' = R @ r``); the image is then the projection of ``r'`` along z, exactly as for
-an unrotated molecule (``shape = histogram2d(r'_y, r'_x, ...)``). Each image's rotation is
-recorded as a unit quaternion, **scalar last** ``(x, y, z, w)`` with ``w >= 0`` (the
-convention of ``scipy.spatial.transform.Rotation.as_quat``), so that
+``r`` (``r' = R @ r``; with ``center=None``, the positions as they are, turned about the
+origin); the image is then the projection of ``r'`` along z, exactly as for an unrotated
+molecule (``shape = histogram2d(r'_y, r'_x, ...)``), atoms outside the field of view of the
+turned molecule dropped and counted. Each image's rotation is recorded as a unit quaternion,
+**scalar last** ``(x, y, z, w)`` with ``w >= 0`` (the convention of
+``scipy.spatial.transform.Rotation.as_quat``), so that
 
     R = [[1 - 2(y²+z²), 2(xy - zw),    2(xz + yw)],
          [2(xy + zw),    1 - 2(x²+z²), 2(yz - xw)],
@@ -27,9 +29,9 @@ The ``orientation`` option names the rotation:
     variant index), so that any image can be regenerated alone, whatever the blocks, parts or
     scheduler. Each (seed, molecule) has a 64-bit key (numpy's ``SeedSequence`` of
     ``[seed, crc32(name), stream tag]``, as `molmnist_dask.noise` seeds its generators);
-    variant v takes draws 4v..4v+2 of the SplitMix64 sequence of that key (random access,
-    so the orientations of millions of variants are computed at once, in milliseconds, where
-    a generator per variant would take a minute), and Shoemake's formula turns those three
+    variant v takes draws 4v..4v+2 of the SplitMix64 sequence of that key (random access:
+    a million variants' orientations in about a second, where a generator per variant takes
+    about a minute), and Shoemake's formula turns those three
     uniforms into a quaternion uniform on the unit sphere, hence a rotation uniform on SO(3)
     (K. Shoemake, "Uniform random rotations", Graphics Gems III, 1992).
 """
