@@ -187,7 +187,7 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
         last, pos = None, None
         for index in frames:
             if index != last:  # orientations_per_frame > 1 repeats a frame: read it once
-                ts = universe.trajectory[int(index)]
+                ts = read_frame(source, universe, int(index))
                 pos = ts.positions if whole else ts.positions.take(ix, axis=0)
                 last = index
             yield pos
@@ -208,6 +208,29 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
     if fluence is not None:
         diffraction = add_noise(diffraction, fluence, noise_seed, source.name, variants)
     return r.shape, diffraction, r.lost_atoms, r.lost_electrons
+
+
+def read_frame(source: TrajectorySource, universe, index: int):
+    """Frame ``index`` of a source's trajectory; a frame that cannot be read is an InputError
+    naming the molecule, the file and the frame (not a bare reader error from a worker)."""
+    try:
+        return universe.trajectory[index]
+    except Exception as err:  # MDAnalysis' readers raise OSError, EOFError, ValueError, ...
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(f"molecule '{source.name}': cannot read frame {index} of "
+                         f"{_file_of_frame(source, universe, index)}: {reason}") from None
+
+
+def _file_of_frame(source: TrajectorySource, universe, index: int) -> str:
+    """The trajectory file holding frame ``index`` (of several read as one, the right one)."""
+    files = source.trajectory or (source.topology,)
+    if len(files) > 1:
+        try:
+            which, _ = universe.trajectory._get_local_frame(index)
+            return files[which]
+        except Exception:  # noqa: BLE001 - only for the message
+            return " + ".join(files)
+    return files[0]
 
 
 def block_options(p: Plan, start: int, stop: int) -> dict:

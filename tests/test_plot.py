@@ -39,17 +39,17 @@ def test_plot_all_writes_png_and_pdf(store, tmp_path):
 
 
 def test_galleries_read_only_the_images_they_show(store, monkeypatch):
-    from molmnist_dask import parts
+    from molmnist_dask.store import backend
 
     reads = []
-    original = parts.PartsArray.__getitem__
+    original = backend.PartsArray._read
 
     def counting(self, key):
         out = original(self, key)
         reads.append((self.var, out.size // (out.shape[-2] * out.shape[-1])))  # images read
         return out
 
-    monkeypatch.setattr(parts.PartsArray, "__getitem__", counting)
+    monkeypatch.setattr(backend.PartsArray, "_read", counting)
     ds = mm.open_dataset(store)
     plot.shape_gallery(ds, rows=2)
     assert sum(n for var, n in reads if var == "shape") == 3 * 2
