@@ -199,3 +199,56 @@ def test_saving_is_one_task_per_part(tmp_path):
     writes = [k for k in graph if str(k).startswith("write-part-")]
     assert len(writes) == len(parts) == 3
     assert len(graph) <= len(parts) + 2  # the writes, the shared header, the list
+
+
+# --- outputs never clobber --------------------------------------------------------------------
+
+def test_existing_nc_of_the_same_build_is_left_as_it_is(built):
+    before = (built.nc.stat().st_ino, built.nc.stat().st_mtime_ns)
+    save_sync(built.lazy, built.nc)
+    assert (built.nc.stat().st_ino, built.nc.stat().st_mtime_ns) == before
+
+
+def test_existing_nc_of_another_build_is_refused(built, tmp_path):
+    other = tmp_path / "other.nc"
+    shutil.copy(built.nc, other)
+    before = other.read_bytes()
+    smaller = mm.build_dataset([TrajectorySource("adk", *_adk_files())],
+                               size=16, extent=80.0, variants=4)
+    with pytest.raises(InputError, match="holds another dataset") as err:
+        save_sync(smaller, other)
+    assert "\n" not in str(err.value) and other.read_bytes() == before
+    text = tmp_path / "notes.nc"
+    text.write_text("mine")
+    with pytest.raises(InputError, match="not a molmnist dataset"):
+        save_sync(smaller, text)
+    assert text.read_text() == "mine"
+
+
+def _adk_files():
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    return PSF, DCD
+
+
+def test_output_that_is_an_input_is_refused(md, tmp_path, capsys):
+    """An AMBER NetCDF trajectory named like the output: the build must not destroy it."""
+    import MDAnalysis as mda
+
+    from conftest import quiet_universe, run_cli
+    from molmnist_dask.config import write_run_file
+
+    u = quiet_universe(md.PSF, md.DCD)
+    traj = tmp_path / "out.nc"
+    with mda.Writer(str(traj), u.atoms.n_atoms) as w:
+        for _ in u.trajectory[:3]:
+            w.write(u.atoms)
+    before = traj.read_bytes()
+    lazy = mm.build_dataset([TrajectorySource("adk", md.PSF, str(traj))], size=16, extent=80.0)
+    with pytest.raises(InputError, match="one of the build's inputs"):
+        save_sync(lazy, traj)
+    run = write_run_file(tmp_path / "run.toml", [TrajectorySource("adk", md.PSF, str(traj))],
+                         grid={"size": 16, "extent": 80.0})
+    rc, _, stderr = run_cli(["build", run, "-o", traj, "--no-progress", "--workers", "1"], capsys)
+    assert rc == 2 and "one of the build's inputs" in stderr and len(stderr.strip().splitlines()) == 1
+    assert traj.read_bytes() == before

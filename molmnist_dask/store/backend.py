@@ -116,9 +116,6 @@ def open_store(root, drop_variables=None) -> xr.Dataset:
         data = indexing.LazilyIndexedArray(array)
         ds[var] = xr.Variable(("molecule", "variant", *dims), data, index.image_attrs.get(var, {}))
         ds[var].encoding["preferred_chunks"] = {"molecule": 1, "variant": 1, dims[0]: shape[2], dims[1]: shape[3]}
-    from ..dataset import restore_attrs
-
-    ds.attrs = restore_attrs(ds.attrs)
     order = [v for v in IMAGE_VARS if v in ds] + [v for v in ds.data_vars if v not in IMAGE_VARS]
     return ds[order].drop_vars(list(drop_variables or ()), errors="ignore")
 
