@@ -252,3 +252,56 @@ def test_output_that_is_an_input_is_refused(md, tmp_path, capsys):
     rc, _, stderr = run_cli(["build", run, "-o", traj, "--no-progress", "--workers", "1"], capsys)
     assert rc == 2 and "one of the build's inputs" in stderr and len(stderr.strip().splitlines()) == 1
     assert traj.read_bytes() == before
+
+
+# --- files every reader opens -----------------------------------------------------------------
+
+_H5_READER = """
+import json, sys
+import h5netcdf
+import numpy as np
+out = {}
+for path in sys.argv[1:]:
+    with h5netcdf.File(path, "r") as f:
+        out[path] = {v: float(np.asarray(f.variables[v][...], dtype=np.float64).sum())
+                     for v in ("shape", "diffraction")}
+assert "netCDF4" not in sys.modules, "netCDF4 was imported"
+print(json.dumps(out))
+"""
+
+
+def test_parts_and_consolidated_file_read_with_h5netcdf_alone(built):
+    """h5py/h5netcdf read every part and the .nc file in a process without netCDF4 (no plugin
+    filter: deflate, shuffle and Fletcher-32 are built into every HDF5)."""
+    import subprocess
+    import sys
+
+    files = [str(p) for p in part_files(built.store)] + [str(built.nc)]
+    done = subprocess.run([sys.executable, "-c", _H5_READER, *files], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sums = json.loads(done.stdout)
+    for path in files:
+        ds = xr.open_dataset(path)
+        for var in ("shape", "diffraction"):
+            assert sums[path][var] == pytest.approx(float(ds[var].values.astype(np.float64).sum()), rel=1e-12)
+
+
+@pytest.mark.skipif(shutil.which("ncdump") is None, reason="ncdump is not installed (Debian: netcdf-bin)")
+def test_ncdump_reads_a_part_and_the_consolidated_file(built):
+    import subprocess
+
+    for path in (part_files(built.store)[0], built.nc):
+        done = subprocess.run(["ncdump", "-v", "shape", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "shape =" in done.stdout and "NetCDF: Filter error" not in done.stdout
+
+
+def test_two_stores_of_one_configuration_have_distinct_dask_keys(built, tmp_path):
+    """Keys come from what is on disk (path and modification time), as xarray tokenizes
+    open_dataset, never from the configuration alone."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built.store, copy)
+    a, b = mm.open_dataset(built.store), mm.open_dataset(copy)
+    assert a["shape"].data.name != b["shape"].data.name
+    assert mm.open_dataset(built.store)["shape"].data.name == a["shape"].data.name  # same files: same keys
