@@ -45,11 +45,11 @@ def encoding(image_shape: dict, compression: dict) -> dict:
     Every variable carries a Fletcher-32 checksum, so a corrupted chunk is an error on
     reading, not silent garbage.
     """
-    enc = {}
+    enc, checksums = {}, compression.get("checksums", True)
     for var, (ny, nx) in image_shape.items():
-        enc[var] = {"chunksizes": (1, 1, ny, nx), "fletcher32": True, **filters(compression.get(var))}
+        enc[var] = {"chunksizes": (1, 1, ny, nx), "fletcher32": checksums, **filters(compression.get(var))}
     for var in SMALL_VARS:
-        enc[var] = {"fletcher32": True}
+        enc[var] = {"fletcher32": checksums}
     return enc
 
 
@@ -67,7 +67,8 @@ class PartWriter:
     image_attrs : dict
         Attributes of ``shape`` and ``diffraction``.
     compression : dict
-        Per image variable, as `filters` takes it.
+        Per image variable, as `filters` takes it; ``"checksums": False`` leaves out the
+        Fletcher-32 checksums (on by default).
     """
 
     def __init__(self, path, header: xr.Dataset, image_attrs: dict, compression: dict):
@@ -85,6 +86,7 @@ class PartWriter:
         # xarray's own CF encoding (coordinates attributes, fill values), written with netCDF4
         # directly: the same file xarray.to_netcdf makes, at a tenth of its cost per variable.
         variables, attrs = conventions.cf_encoder(*conventions.encode_dataset_coordinates(header))
+        checksums = compression.get("checksums", True)
         with _WRITE_LOCK, HDF5_LOCK:
             self.nc = nc = netCDF4.Dataset(self.tmp, "w", format="NETCDF4")
             nc.set_auto_maskandscale(False)
@@ -92,12 +94,12 @@ class PartWriter:
                 nc.createDimension(dim, n)
             nc.setncatts(attrs)
             for name, var in variables.items():
-                _create_variable(nc, name, var, fletcher32=name in SMALL_VARS)
+                _create_variable(nc, name, var, fletcher32=checksums and name in SMALL_VARS)
             coords = variables[SMALL_VARS[0]].attrs.get("coordinates")
             for var in IMAGE_VARS:
                 dims = DIMS[var]
                 ny, nx = (len(nc.dimensions[d]) for d in dims[2:])
-                v = nc.createVariable(var, "f4", dims, chunksizes=(1, 1, ny, nx), fletcher32=True,
+                v = nc.createVariable(var, "f4", dims, chunksizes=(1, 1, ny, nx), fletcher32=checksums,
                                       fill_value=np.float32(np.nan), **filters(compression.get(var)))
                 v.setncatts({**image_attrs.get(var, {}), **({"coordinates": coords} if coords else {})})
         self.vars = {var: self.nc.variables[var] for var in IMAGE_VARS}
