@@ -318,10 +318,7 @@ def test_orientation_is_written_into_parts_and_index(random_build, saved):
         assert list(plain.quaternion.values) == ["x", "y", "z", "w"]
 
 
-# store.backend.open_store ends with ``ds[order]``, which drops every coordinate with a
-# dimension no data variable has (here ``quaternion``); keeping ``ds.coords`` there fixes it
-# (store code: the fix is the lead's).
-@pytest.mark.xfail(strict=True, reason="store.backend.open_store drops coordinates along 'quaternion'")
+# A coordinate along a dimension no data variable has (``quaternion``) survives reopening.
 def test_orientation_survives_open_dataset(random_build, saved):
     _, ds = random_build
     for path in saved:
