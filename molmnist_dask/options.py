@@ -212,6 +212,10 @@ class BuildOptions:
                 out["orientation_seed"] = self.orientation_seed
         return out
 
+    def __dask_tokenize__(self):
+        # only what differs from the defaults: graph keys stay the same when options are added
+        return ("BuildOptions", sorted(self.non_default().items(), key=str))
+
     def keys(self) -> tuple:
         """The option names: ``build_dataset(sources, **options)`` works too."""
         return self.names()
