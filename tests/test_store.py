@@ -305,3 +305,55 @@ def test_two_stores_of_one_configuration_have_distinct_dask_keys(built, tmp_path
     a, b = mm.open_dataset(built.store), mm.open_dataset(copy)
     assert a["shape"].data.name != b["shape"].data.name
     assert mm.open_dataset(built.store)["shape"].data.name == a["shape"].data.name  # same files: same keys
+
+
+# --- damage is named ----------------------------------------------------------------------------
+
+def test_info_names_a_deleted_part(store_copy, capsys):
+    from conftest import run_cli
+
+    victim = part_files(store_copy)[3]
+    victim.unlink()
+    rc, stdout, _ = run_cli(["info", store_copy], capsys)
+    assert "INCOMPLETE" in stdout and victim.name in stdout and "missing" in stdout and "5/6" in stdout
+    with pytest.raises(InputError, match=victim.name):
+        mm.open_dataset(store_copy)
+
+
+def test_info_on_a_store_without_its_index(store_copy, capsys):
+    from conftest import run_cli
+
+    (store_copy / "index.nc").unlink()
+    rc, _, stderr = run_cli(["info", store_copy], capsys)
+    assert rc == 2 and "INCOMPLETE" in stderr and "index.nc" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("garbage", [b"not netcdf at all", b""])
+def test_index_of_the_wrong_shape_is_one_line_naming_it(store_copy, capsys, garbage):
+    from conftest import run_cli
+
+    (store_copy / "index.nc").write_bytes(garbage)
+    for argv in (["info", store_copy], ["consolidate", store_copy, store_copy.parent / "o.nc"]):
+        rc, _, stderr = run_cli(argv, capsys)
+        assert rc == 2 and "index.nc" in stderr and len(stderr.strip().splitlines()) == 1, argv
+    with pytest.raises(InputError, match="index.nc"):
+        xr.open_dataset(store_copy)
+
+
+def test_index_that_is_netcdf_but_not_an_index(store_copy, capsys):
+    from conftest import run_cli
+
+    xr.Dataset({"a": ("x", [1, 2])}).to_netcdf(store_copy / "index.nc")
+    rc, _, stderr = run_cli(["info", store_copy], capsys)
+    assert rc == 2 and "index.nc" in stderr and "not a molmnist store index" in stderr
+
+
+def test_consolidate_names_the_part_it_cannot_read(store_copy, capsys):
+    from conftest import run_cli
+
+    victim = part_files(store_copy)[2]
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size // 2)
+    rc, _, stderr = run_cli(["consolidate", store_copy, store_copy.parent / "o.nc", "--no-progress"], capsys)
+    assert rc == 2 and victim.name in stderr and "o.nc" not in stderr.split(victim.name)[0][-40:]
+    assert not (store_copy.parent / "o.nc").exists()
