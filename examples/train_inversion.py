@@ -64,7 +64,7 @@ def parse(argv=None):
 
 # -- training ---------------------------------------------------------------------------------
 
-def support_mask(targets, size):
+def support_mask(targets):
     """Where any training shape has electrons, grown by one pixel: the support constraint."""
     import torch
 
@@ -78,11 +78,11 @@ def make_net(name, support):
     if name == "paper":
         return EncoderDecoder()
     if name == "paper+physics":
-        return _Constrained(EncoderDecoder(), support)
+        return constrained(EncoderDecoder(), support)
     return UNet(channels=(8, 16, 32, 64), support=support)
 
 
-def _Constrained(net, support):
+def constrained(net, support):
     """A network's output made non-negative and zero outside the support."""
     import torch
 
@@ -268,7 +268,7 @@ def main(argv=None) -> int:
           f"{time.perf_counter() - t0:.0f} s; {train_set.stats}", flush=True)
 
     val = tuple(torch.from_numpy(a) for a in val_set.arrays())
-    support = support_mask(torch.from_numpy(train_set.arrays()[1]), args.size)
+    support = support_mask(torch.from_numpy(train_set.arrays()[1]))
     nets, histories = {}, {}
     total = sum(SHARE[n] for n in names)
     for name in names:
