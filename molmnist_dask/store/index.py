@@ -17,6 +17,7 @@ import xarray as xr
 
 from ..errors import InputError
 from .layout import IMAGE_VARS, INDEX, SMALL_VARS, Part
+from .partfile import write_small_file
 
 FORMAT = 2
 STORE_ATTR = "molmnist_store"
@@ -98,7 +99,7 @@ def write_index(root: Path, ds: xr.Dataset, parts: list, config: dict, *, comple
     index.attrs = {**index.attrs, STORE_ATTR: json.dumps(meta)}
     tmp = root / f".{INDEX}.{os.getpid()}.tmp"
     try:
-        index.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        write_small_file(tmp, index)
         os.replace(tmp, root / INDEX)
     finally:
         tmp.unlink(missing_ok=True)
