@@ -121,12 +121,14 @@ def _build(args) -> None:
     from .config import load_run_file
 
     if args.run is None:
-        from .cellulose import default_run
+        from .cellulose import DEFAULT_VARIANTS, default_run
 
+        # Molecular-MNIST: ten small .cellvar files; the workers make the frames. The folder is
+        # named by what decides its files, so builds of other sizes beside this one never clash.
+        variants = args.variants or DEFAULT_VARIANTS
         synth_dir = Path(args.synth_dir) if args.synth_dir else \
-            Path(args.output).resolve().parent / "molmnist-cellulose"
-        synth = {k: getattr(args, k) for k in ("variants", "size", "extent") if getattr(args, k) is not None}
-        run_file = default_run(synth_dir, seed=args.seed, progress=not args.no_progress, **synth)
+            Path(args.output).resolve().parent / "molmnist-cellulose" / f"{variants}-variants-seed-{args.seed}"
+        run_file = default_run(synth_dir, variants=variants, seed=args.seed)
     else:
         run_file = args.run
     config = load_run_file(run_file)
