@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..lock import StoreLock
 from . import files
 from .fibril import RESIDUES, build_fibril
 from .profiles import MOLECULES
@@ -82,12 +82,19 @@ def synthesize(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, molec
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"{outdir}: exists and is not a folder")
     outdir.mkdir(parents=True, exist_ok=True)
-    _check_record(outdir, config)
-    fibrils = {name: build_fibril(name) for name in names}
-    todo = [name for name in names if not _complete(outdir, fibrils[name], config)]
-    _write_molecules(outdir, [fibrils[name] for name in todo], config, progress)
-    run_file = _write_run_file(outdir, names, size, extent, variants)
-    _write_record(outdir, [fibrils[name] for name in names], config)
+    # the store's lock: a second synthesis into this folder is refused while this one lives
+    with StoreLock(outdir, what="synthesis"):
+        files.remove_partials(outdir)   # left by a synthesis that was killed
+        _check_record(outdir, config)
+        fibrils = {name: build_fibril(name) for name in names}
+        todo = [name for name in names if not _complete(outdir, fibrils[name], config)]
+        _write_molecules(outdir, [fibrils[name] for name in todo], config, progress)
+        unfinished = [name for name in names if not _complete(outdir, fibrils[name], config)]
+        if unfinished:  # the record vouches for whole files only
+            raise InputError(f"{outdir}: {', '.join(unfinished)} did not read back whole after "
+                             "writing; remove them and run again")
+        run_file = _write_run_file(outdir, names, size, extent, variants)
+        _write_record(outdir, [fibrils[name] for name in names], config)
     return run_file
 
 
@@ -132,10 +139,13 @@ def default_run(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, size
         extent = DEFAULT_EXTENT if extent is None else float(extent)
         # a unique temporary name, then an atomic rename: builds sharing the folder never read
         # a half-written run file
-        tmp = outdir / f".{RUN_FILE}.{uuid.uuid4().hex[:8]}.tmp"
-        write_run_file(tmp, sources, grid={"size": int(size), "extent": extent},
-                       options={"variants": config["variants"]})
-        os.replace(tmp, outdir / RUN_FILE)
+        tmp = files.partial(outdir / RUN_FILE)
+        try:
+            write_run_file(tmp, sources, grid={"size": int(size), "extent": extent},
+                           options={"variants": config["variants"]})
+            os.replace(tmp, outdir / RUN_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as err:
         raise InputError(f"{outdir}: cannot write the default run's files ({err.strerror or err})") from None
     return outdir / RUN_FILE
@@ -259,13 +269,14 @@ def _write_molecule(outdir: Path, fibril, config: dict, advance) -> None:
             yield variant_positions(fibril, variant, n, **options)
             advance(1)
 
+    tmp = {path: files.partial(path) for path in (pdb, dcd)}
     try:
-        files.write_topology(u, files.partial(pdb), title=_stamp(fibril.name, config))
-        files.write_trajectory(u, files.partial(dcd), frames())
-        files.publish(pdb, dcd)
+        files.write_topology(u, tmp[pdb], title=_stamp(fibril.name, config))
+        files.write_trajectory(u, tmp[dcd], frames())
+        files.publish(tmp)
     finally:
-        for path in (pdb, dcd):
-            files.partial(path).unlink(missing_ok=True)
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
 
 
 def _remarks(fibril, config: dict) -> list:
@@ -289,8 +300,14 @@ def _write_run_file(outdir: Path, names: list, size: int, extent, variants: int)
     sources = [TrajectorySource(name, str(outdir / f"{name}.pdb"), str(outdir / f"{name}.dcd"))
                for name in names]
     extent = DEFAULT_EXTENT if extent is None else float(extent)
-    return Path(write_run_file(outdir / RUN_FILE, sources, grid={"size": int(size), "extent": extent},
-                               options={"variants": int(variants)}))
+    tmp = files.partial(outdir / RUN_FILE)
+    try:
+        write_run_file(tmp, sources, grid={"size": int(size), "extent": extent},
+                       options={"variants": int(variants)})
+        os.replace(tmp, outdir / RUN_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return outdir / RUN_FILE
 
 
 def _write_record(outdir: Path, fibrils: list, config: dict) -> None:
@@ -309,7 +326,7 @@ def _write_record(outdir: Path, fibrils: list, config: dict) -> None:
         "versions": {"molmnist_dask": __version__,
                      **{pkg: _version(pkg) for pkg in ("cellulose-modeler", "MDAnalysis", "numpy")}},
     }
-    tmp = outdir / f".{RECORD}.partial"
+    tmp = files.partial(outdir / RECORD)
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, outdir / RECORD)
 
