@@ -227,3 +227,24 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130
     assert err == "molmnist: interrupted; run the same command again to resume\n", err
+
+
+# -- the progress bar counts what it says ------------------------------------------------------------
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_progress_counts_frames_not_tasks(cluster, capsys, on_cluster):
+    from distributed import Client
+
+    from molmnist_dask.progress import compute_with_progress
+
+    tasks = [dask.delayed(lambda i: i * i, pure=True)(i) for i in range(4)]
+    frames = [209, 209, 209, 7]
+    if on_cluster:
+        with Client(cluster):
+            results = compute_with_progress(tasks, desc="build", weights=frames, unit="frame")
+    else:
+        with dask.config.set(scheduler="sync"):
+            results = compute_with_progress(tasks, desc="build", weights=frames, unit="frame")
+    assert results == [0, 1, 4, 9]        # in the order of the tasks, whatever order they finish
+    err = capsys.readouterr().err
+    assert "634/634" in err and "frame" in err, err
