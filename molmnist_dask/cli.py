@@ -147,19 +147,18 @@ def _build(args) -> None:
     else:
         run_file = args.run
     config = load_run_file(run_file)
-    options = dict(config.options)
-    for key in ("size", "extent", "variants", "oversampling", "block_size", "scattering", "fluence",
-                "noise_seed"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
+    flags = {key: getattr(args, key) for key in ("size", "extent", "variants", "oversampling",
+                                                 "block_size", "scattering", "fluence", "noise_seed")
+             if getattr(args, key) is not None}
     if args.center is not None:
-        options["center"] = None if args.center == "none" else args.center
+        flags["center"] = None if args.center == "none" else args.center
+    options = config.options.replace(**flags)  # flags override the run file
     where = args.scheduler_file or args.cluster
     kwargs = {"n_workers": args.workers} if where in (None, "local") and args.workers else {}
     if where == "slurm":
         kwargs["jobs"] = args.jobs
         kwargs.update({k: getattr(args, k) for k in ("cores", "memory") if getattr(args, k) is not None})
-    ds = build_dataset(config.sources, **options)
+    ds = build_dataset(config.sources, options)
     with connect(where, **kwargs):
         out = save_dataset(ds, args.output, progress=not args.no_progress, check=args.check)
     print(f"wrote {out}")

@@ -40,6 +40,7 @@ except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import InputError
+from .options import BuildOptions
 from .sources import TrajectorySource
 
 GRID_KEYS = {"size": int, "extent": float, "oversampling": int}
@@ -52,10 +53,10 @@ TOP_KEYS = {"grid", "options", "molecule"}
 
 @dataclass
 class RunConfig:
-    """What a run file says: the sources and the keyword arguments of `build_dataset`."""
+    """What a run file says: the sources and the build's options."""
 
     sources: list[TrajectorySource]
-    options: dict = field(default_factory=dict)
+    options: BuildOptions = field(default_factory=BuildOptions)
     path: Path | None = None
 
 
@@ -84,7 +85,7 @@ def load_run_file(path: str | os.PathLike) -> RunConfig:
     Returns
     -------
     RunConfig
-        ``sources`` for `build_dataset` and ``options``, its keyword arguments.
+        ``sources`` and ``options`` (a `BuildOptions`) for `build_dataset`.
 
     Raises
     ------
@@ -119,6 +120,10 @@ def load_run_file(path: str | os.PathLike) -> RunConfig:
         options["block_size"] = None
     if options.get("center") == "none":
         options["center"] = None
+    try:
+        options = BuildOptions.from_mapping(options)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
     return RunConfig(sources=sources, options=options, path=path)
 
 

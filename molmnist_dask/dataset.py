@@ -16,75 +16,93 @@ from dask.highlevelgraph import HighLevelGraph
 from . import __version__
 from .errors import InputError
 from .grid import Grid
-from .render import CENTERS, NonFiniteCoordinates, center_positions, render
-from .noise import add_noise, check_fluence
+from .memory import check_frame_memory
+from .noise import add_noise
+from .options import BuildOptions, setting
+from .render import NonFiniteCoordinates, center_positions, render
 from .sources import SourceInfo, TrajectorySource, inspect, selected, spread
 
-#: A chunk (one block of one variable) aims at this many bytes: big enough that a task does
-#: well over 100 ms of work, small enough that several fit in a worker at any resolution.
-BLOCK_BYTES = 32 * 2**20
-MAX_BLOCK_FRAMES = 256
 #: Warn when more than this fraction of a molecule's electrons falls outside the field of view.
 LOST_FRACTION_WARNING = 0.01
-#: What scatters: each atom's electron count Z (the data contract), or its X-ray form factor
-#: f0(|q|) (formfactors.py).
-SCATTERING = ("electrons", "form_factors")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What `build_dataset` decided: grid, frames per molecule, block boundaries."""
+    """What `build_dataset` decided: the options (extent resolved), frames per molecule, the
+    grid and the blocks of the lazy dataset's chunks."""
 
     sources: tuple
     infos: tuple
     frames: np.ndarray  # (molecule, variant)
     grid: Grid
-    center: str | None
     blocks: tuple  # (start, stop) along variant
-    scattering: str = "electrons"
-    fluence: float | None = None
-    noise_seed: int = 0
+    options: BuildOptions
 
     @property
     def block_sizes(self) -> tuple:
         return tuple(stop - start for start, stop in self.blocks)
 
+    @property
+    def center(self):
+        return self.options.center
+
+    @property
+    def scattering(self) -> str:
+        return self.options.scattering
+
+    @property
+    def fluence(self):
+        return self.options.fluence
+
+    @property
+    def noise_seed(self) -> int:
+        return self.options.noise_seed
+
+
+def frame_bytes(grid: Grid) -> int:
+    """Bytes of one frame's output: its shape and its pattern, float32."""
+    return 4 * (grid.size**2 + grid.qsize**2)
+
 
 def auto_block_size(grid: Grid, n_variants: int) -> int:
-    """Frames per block: the largest that keeps a chunk under `BLOCK_BYTES` (at least one)."""
-    frame_bytes = 4 * max(grid.size**2, grid.qsize**2)
-    return int(max(1, min(n_variants, MAX_BLOCK_FRAMES, BLOCK_BYTES // frame_bytes)))
+    """Frames per block of the lazy dataset: the largest that keeps a chunk under
+    ``molmnist.block-bytes`` (at least one, at most ``molmnist.block-frames``)."""
+    per_frame = 4 * max(grid.size**2, grid.qsize**2)
+    return int(max(1, min(n_variants, setting("block-frames"), setting("block-bytes") // per_frame)))
 
 
-def plan(sources, *, size=200, extent=None, variants=None, center="geometry",
-         oversampling=1, block_size=None, scattering="electrons", fluence=None, noise_seed=0) -> Plan:
+def plan(sources, options: BuildOptions | dict | None = None, **changes) -> Plan:
     """Check the sources and options, and cut each molecule's frames into blocks.
 
     Opens each source once on the client (to check it and count atoms and frames); the
     workers open their own. Every problem is an `InputError` naming what is at fault.
+
+    Parameters
+    ----------
+    sources : sequence of TrajectorySource
+    options : BuildOptions or dict, optional
+        The build's options; keyword ``changes`` (the names of `BuildOptions`) go on top.
     """
+    options = BuildOptions.make(options, **changes)
     sources = _check_sources(sources)
-    if center not in CENTERS:
-        raise InputError(f"center must be 'geometry', 'electrons' or None, got {center!r}")
-    if scattering not in SCATTERING:
-        raise InputError(f"scattering must be 'electrons' or 'form_factors', got {scattering!r}")
-    check_fluence(fluence, noise_seed)
     infos = tuple(inspect(s) for s in sources)
-    if scattering == "form_factors":
+    if options.center == "electrons":
+        for source, info in zip(sources, infos):
+            if info.n_electrons <= 0:
+                raise InputError(f"molecule '{source.name}': center='electrons' but its selection "
+                                 f"{source.selection!r} has no electrons (virtual sites only?)")
+    if options.scattering == "form_factors":
         for source in sources:
             _element_groups(source)
-    frames = _pick_frames(sources, infos, variants)
-    if extent is None:
-        extent = auto_extent(sources, center, frames)
-    grid = Grid(size=size, extent=extent, oversampling=oversampling)
+    frames = _pick_frames(sources, infos, options.variants)
+    if options.extent is None:
+        options = options.replace(extent=auto_extent(sources, options.center, frames))
+    grid = Grid(size=options.size, extent=options.extent, oversampling=options.oversampling)
+    check_frame_memory(grid)
     n = frames.shape[1]
-    if block_size is None:
-        block_size = auto_block_size(grid, n)
-    elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise InputError(f"block_size must be a positive integer, got {block_size!r}")
+    block_size = options.block_size or auto_block_size(grid, n)
     blocks = tuple((i, min(i + block_size, n)) for i in range(0, n, int(block_size)))
-    return Plan(sources, infos, frames, grid, center, blocks, scattering,
-                None if fluence is None else float(fluence), int(noise_seed))
+    return Plan(sources, infos, frames, grid, blocks, options)
 
 
 def _check_sources(sources) -> tuple:
@@ -175,11 +193,10 @@ def _render_task(p: Plan, m: int, start: int, stop: int) -> tuple:
     """The key and task that render molecule ``m``'s variants ``start..stop-1``."""
     source = p.sources[m]
     frames = p.frames[m, start:stop]
-    options = {}  # only what differs from the defaults, so default graphs keep their keys
-    if p.scattering != "electrons":
-        options["scattering"] = p.scattering
+    # only what differs from the defaults, so default graphs keep their keys
+    options = p.options.render_options()
     if p.fluence is not None:
-        options.update(fluence=p.fluence, noise_seed=p.noise_seed, variants=np.arange(start, stop))
+        options["variants"] = np.arange(start, stop)
     token = dask.base.tokenize(source, frames, p.grid, p.center, *sorted(options.items(), key=str))
     call = functools.partial(render_block, **options) if options else render_block
     return f"render-{source.name}-{start}-{token}", (call, source, frames, p.grid, p.center)
@@ -218,16 +235,18 @@ def _assemble(p: Plan) -> list:
     return arrays
 
 
-def build_dataset(sources, *, size: int = 200, extent: float | None = None, variants: int | None = None,
-                  center: str | None = "geometry", oversampling: int = 1,
-                  block_size: int | None = None, scattering: str = "electrons",
-                  fluence: float | None = None, noise_seed: int = 0) -> xr.Dataset:
+def build_dataset(sources, options: BuildOptions | dict | None = None, **changes) -> xr.Dataset:
     """Lazy shape images and diffraction patterns of MD trajectories, labelled per molecule.
+
+    The options are one `BuildOptions` (``options``), keywords of the same names, or both
+    (keywords win): ``build_dataset(sources, size=200, variants=50)``.
 
     Parameters
     ----------
     sources : sequence of TrajectorySource
         One per molecule; the order gives the labels 0..M-1.
+    options : BuildOptions or dict, optional
+        All options at once (from a run file: `molmnist_dask.config.load_run_file`).
     size : int
         Pixels per side of the shape image.
     extent : float, optional
@@ -259,12 +278,40 @@ def build_dataset(sources, *, size: int = 200, extent: float | None = None, vari
         with the coordinates and attributes of the data contract (DESIGN.md). Nothing is read
         or rendered until it is computed or saved.
     """
-    p = plan(sources, size=size, extent=extent, variants=variants, center=center,
-             oversampling=oversampling, block_size=block_size, scattering=scattering,
-             fluence=fluence, noise_seed=noise_seed)
+    p = plan(sources, options, **changes)
     _warn_lost(p)
     shape, diffraction, lost_atoms, lost_electrons = _assemble(p)
-    return make_dataset(p, shape, diffraction, lost_atoms, lost_electrons)
+    ds = make_dataset(p, shape, diffraction, lost_atoms, lost_electrons)
+    remember(ds, p)
+    return ds
+
+
+#: The plans of the lazy datasets made here, by the dask name of their ``shape``: the save
+#: path renders and writes straight from the plan when the dataset is still the one made.
+_PLANS: dict = {}
+
+
+def remember(ds: xr.Dataset, p: Plan) -> None:
+    """Keep ``p`` for `plan_of` (the last few only)."""
+    while len(_PLANS) >= 32:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[ds["shape"].data.name] = p
+
+
+def plan_of(ds: xr.Dataset) -> Plan | None:
+    """The plan of a dataset exactly as `build_dataset` made it, or None.
+
+    Any change that touches the images (a selection, a rechunk, a computation) gives new dask
+    names, so a dataset that is not the plan's own falls back to being written from its arrays.
+    """
+    data = ds["shape"].data if "shape" in ds else None
+    name = getattr(data, "name", None)
+    p = _PLANS.get(name) if isinstance(name, str) else None
+    if p is None or ds.sizes.get("variant") != p.frames.shape[1] or ds.sizes.get("molecule") != len(p.sources):
+        return None
+    if ds["diffraction"].data.name is None or not np.array_equal(ds["frame"].values, p.frames):
+        return None
+    return p
 
 
 def _warn_lost(p: Plan) -> None:

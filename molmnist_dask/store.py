@@ -73,9 +73,9 @@ def _blocks(ds: xr.Dataset) -> list:
     """Variant ranges of the dataset's chunks (one block each), or ~32 MiB blocks if in memory."""
     chunks = ds["shape"].chunks
     if chunks is None:
-        from .dataset import BLOCK_BYTES
+        from .options import setting
         frame_bytes = 4 * max(ds.sizes["x"] ** 2, ds.sizes["qx"] ** 2)
-        step = max(1, min(ds.sizes["variant"], BLOCK_BYTES // frame_bytes))
+        step = max(1, min(ds.sizes["variant"], setting("block-bytes") // frame_bytes))
         sizes = [min(step, ds.sizes["variant"] - i) for i in range(0, ds.sizes["variant"], step)]
     else:
         sizes = chunks[1]

@@ -23,7 +23,7 @@ def run(md, tmp_path_factory):
                           options={"variants": 4, "block_size": 2})
     cfg = load_run_file(path)
     return SimpleNamespace(root=root, path=path, sources=srcs,
-                           ref=computed(mm.build_dataset(cfg.sources, **cfg.options)))
+                           ref=computed(mm.build_dataset(cfg.sources, cfg.options)))
 
 
 def test_build_then_info(run, cluster, tmp_path, capsys):

@@ -17,9 +17,9 @@ def test_write_then_load_round_trips(md, tmp_path):
                           options={"variants": 4, "center": "electrons", "block_size": 3})
     run = load_run_file(path)
     assert run.sources == srcs
-    assert run.options == {"size": 48, "extent": 130.0, "oversampling": 2, "variants": 4,
+    assert run.options.non_default() == {"size": 48, "extent": 130.0, "oversampling": 2, "variants": 4,
                            "center": "electrons", "block_size": 3}
-    ds = mm.build_dataset(run.sources, **run.options)
+    ds = mm.build_dataset(run.sources, run.options)
     assert ds.sizes["x"] == 48 and ds.sizes["qx"] == 96 and ds.sizes["variant"] == 4
 
 
@@ -62,7 +62,7 @@ def test_default_selection_from_options(md, tmp_path):
                    f'trajectory = ["{md.DCD}"]\nselection = "protein"\n')
     cfg = load_run_file(run)
     assert [s.selection for s in cfg.sources] == ["name CA", "protein"]
-    assert "selection" not in cfg.options
+    assert "selection" not in cfg.options.names()
 
 
 MOLECULE = '[[molecule]]\nname = "adk"\ntopology = "{psf}"\ntrajectory = ["{dcd}"]\n'

@@ -9,7 +9,7 @@ import pytest
 import molmnist_dask as mm
 import oracle
 from conftest import computed
-from molmnist_dask.dataset import BLOCK_BYTES
+from molmnist_dask.options import setting
 
 # (name, files, selection, size, extent, center, oversampling, variants)
 CASES = {
@@ -219,7 +219,7 @@ def test_auto_block_size_shrinks_as_images_grow(md):
             chunk = ds[v].data
             nbytes = np.prod(chunk.chunksize) * chunk.dtype.itemsize
             one_image = np.prod(chunk.chunksize[2:]) * chunk.dtype.itemsize
-            assert nbytes <= max(BLOCK_BYTES, one_image) < 128 * 2**20, (size, k, v)
+            assert nbytes <= max(setting("block-bytes"), one_image) < 128 * 2**20, (size, k, v)
     sizes = list(blocks.values())
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1] == 1
     assert blocks[(32, 1)] == 98  # small images: the whole trajectory in one block

@@ -1,0 +1,196 @@
+"""Build options, typed and validated once, and the package's settings in dask.config.
+
+`BuildOptions` holds every option that changes what a build computes (grid, centring,
+scattering, noise, frames taken). The run-file loader, the CLI and the Python API all make
+one, and it is carried unchanged into the plan, the graph tokens, the dataset attributes and
+the store's configuration check.
+
+The package's own settings (part sizes and the like, which change how a build is cut into
+tasks but never a byte of its output) live in dask.config under ``molmnist.*``, with the
+defaults of ``molmnist.yaml`` beside this file; see `setting`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.utils
+import numpy as np
+import yaml
+
+from .errors import InputError
+
+CENTERS = ("geometry", "electrons", None)
+SCATTERING = ("electrons", "form_factors")
+
+with open(Path(__file__).with_name("molmnist.yaml")) as _f:
+    dask.config.update_defaults(yaml.safe_load(_f))
+
+
+def setting(key: str, value=None):
+    """A ``molmnist.*`` setting: ``value`` when given, else dask.config's (sizes in bytes).
+
+    Parameters
+    ----------
+    key : str
+        The name under ``molmnist.``, e.g. ``"part-frames"``.
+    value : optional
+        A per-call override; None takes the configured value.
+    """
+    if value is None:
+        value = dask.config.get(f"molmnist.{key}")
+    if key.endswith("-bytes") and isinstance(value, str):
+        value = dask.utils.parse_bytes(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"molmnist.{key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _positive_int(name: str, value, optional: bool = False):
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name: str, value, what: str):
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
+        and math.isfinite(value) and value > 0
+    if not ok:
+        raise InputError(f"{name} must be a positive number of {what}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Every option of a build; validated when made, immutable after.
+
+    Parameters
+    ----------
+    size : int
+        Pixels per side of the shape image.
+    extent : float, optional
+        Field of view in angstrom; None: the planner picks one that holds every molecule's
+        first frame with margin.
+    oversampling : int
+        Zero-pad shapes to ``oversampling * size`` before the transform.
+    center : {"geometry", "electrons", None}
+        Subtract each frame's centre of geometry, of electrons, or nothing.
+    scattering : {"electrons", "form_factors"}
+        What each atom scatters in the pattern: its electron count Z, or its X-ray form
+        factor f0(|q|).
+    fluence : float, optional
+        Poisson photon counts with this expected total per pattern; None: noise-free.
+    noise_seed : int
+        Seed of the photon noise, per (seed, molecule, variant).
+    variants : int, optional
+        Frames taken per molecule, evenly spread; None: every frame of the range.
+    block_size : int, optional
+        Frames per chunk of the lazy dataset; None: automatic (about 32 MiB a chunk).
+
+    Examples
+    --------
+    >>> BuildOptions(size=64).replace(extent=80.0).extent
+    80.0
+    """
+
+    size: int = 200
+    extent: float | None = None
+    oversampling: int = 1
+    center: str | None = "geometry"
+    scattering: str = "electrons"
+    fluence: float | None = None
+    noise_seed: int = 0
+    variants: int | None = None
+    block_size: int | None = None
+
+    def __post_init__(self):
+        fix = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        fix("size", _positive_int("size", self.size))
+        if self.extent is not None:
+            fix("extent", _positive_float("extent", self.extent, "angstrom"))
+        fix("oversampling", _positive_int("oversampling", self.oversampling))
+        if self.center not in CENTERS:
+            raise InputError(f"center must be 'geometry', 'electrons' or None, got {self.center!r}")
+        if self.scattering not in SCATTERING:
+            raise InputError(f"scattering must be 'electrons' or 'form_factors', got {self.scattering!r}")
+        if self.fluence is not None:
+            fix("fluence", _positive_float("fluence", self.fluence, "photons per pattern"))
+        if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, (int, np.integer)) \
+                or self.noise_seed < 0:
+            raise InputError(f"noise_seed must be a non-negative integer, got {self.noise_seed!r}")
+        fix("noise_seed", int(self.noise_seed))
+        fix("variants", _positive_int("variants", self.variants, optional=True))
+        fix("block_size", _positive_int("block_size", self.block_size, optional=True))
+
+    @classmethod
+    def make(cls, options: "BuildOptions | dict | None" = None, **changes) -> "BuildOptions":
+        """Options from an existing `BuildOptions` or a mapping, with ``changes`` on top.
+
+        Unknown names are an InputError naming them; ``changes`` whose value is None are
+        ignored only for ``extent``/``variants``/``block_size``/``fluence`` if not given
+        explicitly (they mean "automatic" or "none" anyway).
+        """
+        if options is None:
+            options = cls()
+        elif isinstance(options, dict):
+            options = cls.from_mapping(options)
+        elif not isinstance(options, cls):
+            raise InputError(f"options must be a BuildOptions or a dict, got {type(options).__name__}")
+        return options.replace(**changes) if changes else options
+
+    @classmethod
+    def from_mapping(cls, values: dict, where: str = "") -> "BuildOptions":
+        """Options from a mapping of names; an unknown name is an InputError naming it."""
+        names = cls.names()
+        for key in values:
+            if key not in names:
+                prefix = f"{where}: " if where else ""
+                raise InputError(f"{prefix}unknown option '{key}' (allowed: {', '.join(names)})")
+        return cls(**values)
+
+    @classmethod
+    def names(cls) -> tuple:
+        """The option names, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes) -> "BuildOptions":
+        """A copy with ``changes``, validated; an unknown name is an InputError."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise InputError(f"unknown option '{unknown[0]}' (allowed: {', '.join(self.names())})")
+        return dataclasses.replace(self, **changes)
+
+    def non_default(self) -> dict:
+        """The options that differ from the defaults (graph tokens and attributes use them, so
+        that default builds keep the keys and attributes they always had)."""
+        default = BuildOptions()
+        return {k: getattr(self, k) for k in self.names() if getattr(self, k) != getattr(default, k)}
+
+    def render_options(self) -> dict:
+        """What the kernel needs beyond the grid and centre (only non-defaults)."""
+        out = {}
+        if self.scattering != "electrons":
+            out["scattering"] = self.scattering
+        if self.fluence is not None:
+            out.update(fluence=self.fluence, noise_seed=self.noise_seed)
+        return out
+
+    def keys(self) -> tuple:
+        """The option names: ``build_dataset(sources, **options)`` works too."""
+        return self.names()
+
+    def __getitem__(self, name: str):
+        """``options["size"]``, as a run file names it."""
+        if name not in self.names():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def asdict(self) -> dict:
+        """Every option by name."""
+        return {k: getattr(self, k) for k in self.names()}
