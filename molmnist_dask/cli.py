@@ -94,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--synth-dir", help="folder for the ten small .cellvar files and run.toml of "
                                        "Molecular-MNIST (default: molmnist-cellulose/"
                                        "V-variants-seed-S beside the output)")
+    b.add_argument("--part-frames", type=_positive_int,
+                   help="most frames per part file and save task (default: the molmnist.part-frames "
+                        "setting, 2000, fewer when workers would idle)")
     b.add_argument("--check", choices=["quick", "full"], default="quick",
                    help="how finished parts of a resumed build are checked (default quick)")
     _cluster_args(b)
@@ -160,7 +163,8 @@ def _build(args) -> None:
         kwargs.update({k: getattr(args, k) for k in ("cores", "memory") if getattr(args, k) is not None})
     ds = build_dataset(config.sources, options)
     with connect(where, **kwargs):
-        out = save_dataset(ds, args.output, progress=not args.no_progress, check=args.check)
+        out = save_dataset(ds, args.output, progress=not args.no_progress, check=args.check,
+                           part_frames=args.part_frames)
     print(f"wrote {out}")
 
 

@@ -7,14 +7,39 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .parts import check_part, part_name
-from .store import _read_manifest, manifest_progress, open_dataset
+from .store import INDEX, is_store, open_dataset, read_index
+from .store.partfile import check_part
 
 
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def problems(path, full: bool = False) -> list:
+    """``[(part file, problem)]`` of a store's missing or damaged parts.
+
+    The quick check finds missing parts, parts whose size differs from the size the index
+    recorded, and parts that do not open; ``full=True`` also reads every image (checksums).
+    """
+    path = Path(path)
+    index = read_index(path)
+    if index is None:
+        raise InputError(f"{path}: not a molmnist store (no {INDEX})")
+    bad = []
+    for part in index.parts:
+        file = path / part.name
+        recorded = index.part_bytes.get(part, 0)
+        if not file.exists():
+            bad.append((str(file), "missing"))
+        elif recorded and file.stat().st_size != recorded:
+            bad.append((str(file), f"{file.stat().st_size} bytes, the index recorded {recorded}"))
+        else:
+            problem = check_part(file, part.size, full=full)
+            if problem:
+                bad.append((str(file), problem))
+    return bad
 
 
 def describe(path) -> str:
@@ -24,15 +49,24 @@ def describe(path) -> str:
         raise InputError(f"{path}: no such store or file")
     lines = [f"{path}  ({_size(path) / 2**20:.1f} MiB on disk)"]
     if path.is_dir():
-        manifest = _read_manifest(path)
-        if manifest is None:
-            raise InputError(f"{path}: not a molmnist store")
-        done, total = manifest_progress(path, manifest)
-        state = "complete" if manifest.get("complete") else "INCOMPLETE (run the build again to resume)"
+        if not is_store(path):
+            parts = list((path / "parts").glob("*.nc"))
+            state = f"INCOMPLETE: no {INDEX}" + (f" ({len(parts)} part files present)" if parts else "")
+            raise InputError(f"{path}: not a molmnist store ({state})")
+        index = read_index(path)
+        bad = problems(path)
+        total = len(index.parts)
+        done = total - len(bad)
+        complete = index.complete and not bad
+        state = "complete" if complete else "INCOMPLETE (run the build again to resume)"
         lines.append(f"parts: {done}/{total} ({100 * done / max(total, 1):.0f}%), {state}")
-        if not manifest.get("complete"):
-            config = manifest["config"]
-            lines.append(f"molecules: {', '.join(config['molecule'])}; variants: {config['n_variants']}")
+        lines += [f"  {Path(part).name}: {problem}" for part, problem in bad[:10]]
+        if len(bad) > 10:
+            lines.append(f"  ... and {len(bad) - 10} more")
+        if not complete:
+            ds = index.dataset
+            lines.append(f"molecules: {', '.join(map(str, ds.molecule.values))}; "
+                         f"variants: {ds.sizes['variant']}")
             return "\n".join(lines)
     ds = open_dataset(path)
     a = ds.attrs
@@ -54,25 +88,10 @@ def describe(path) -> str:
 def verify(path, repair: bool = False) -> list:
     """Read every part of a store in full; returns ``[(part, problem)]`` of the damaged ones.
 
-    With ``repair=True`` damaged parts are deleted (and the store marked incomplete), so the
-    next build recomputes just those.
+    With ``repair=True`` damaged parts are deleted, so the next build recomputes just those.
     """
-    path = Path(path)
-    manifest = _read_manifest(path)
-    if manifest is None:
-        raise InputError(f"{path}: not a molmnist store")
-    bad = []
-    for m in range(len(manifest["config"]["molecule"])):
-        for start, stop in manifest["blocks"]:
-            part = path / part_name(m, start, stop)
-            problem = "missing" if not part.exists() else check_part(part, stop - start, full=True)
-            if problem:
-                bad.append((str(part), problem))
-    if repair and bad:
-        import json
-
+    bad = problems(path, full=True)
+    if repair:
         for part, _ in bad:
             Path(part).unlink(missing_ok=True)
-        manifest["complete"] = False
-        (path / "molmnist.json").write_text(json.dumps(manifest, indent=1))
     return bad

@@ -173,8 +173,32 @@ def assert_same(a, b, attrs=True, skip_attrs=()):
         assert_attrs_equal(a.attrs, b.attrs, skip=skip_attrs)
 
 
-def manifest(store) -> dict:
-    return json.loads((Path(store) / "molmnist.json").read_text())
+def index(store):
+    """A store's index, read (`molmnist_dask.store.read_index`)."""
+    from molmnist_dask.store import read_index
+
+    return read_index(Path(store))
+
+
+def mark_incomplete(store, n=1) -> None:
+    """Remove ``n`` parts of a complete store and mark it incomplete, as a killed build leaves it."""
+    from molmnist_dask.store.index import write_index
+
+    idx = index(store)
+    for part in part_files(store)[:n]:
+        part.unlink()
+    ds = idx.dataset
+    write_index(Path(store), _with_images(ds, idx), idx.parts, idx.configuration, complete=False)
+
+
+def _with_images(ds, idx):
+    """The index's dataset with empty image variables carrying their attributes."""
+    ds = ds.copy()
+    for var, dims in (("shape", ("y", "x")), ("diffraction", ("qy", "qx"))):
+        ds[var] = (("molecule", "variant", *dims),
+                   np.zeros((ds.sizes["molecule"], ds.sizes["variant"], ds.sizes[dims[0]], ds.sizes[dims[1]]),
+                            np.float32), idx.image_attrs[var])
+    return ds
 
 
 def part_files(store) -> list:
@@ -186,8 +210,8 @@ def looks_complete(out) -> bool:
     out = Path(out)
     if out.suffix == ".nc":
         return out.exists()
-    m = out / "molmnist.json"
-    return m.exists() and json.loads(m.read_text()).get("complete") is True
+    idx = index(out) if (out / "index.nc").exists() else None
+    return idx is not None and idx.complete
 
 
 def run_cli(argv, capsys):

@@ -1,0 +1,68 @@
+"""Saving and opening datasets: a store folder of NetCDF-4 part files with an index, or one
+.nc file.
+
+- `save_dataset`: one streaming task per part file (`write`), the index last (`index`);
+- `open_dataset`: ``xr.open_dataset(store)`` through the package's xarray backend (`backend`);
+- `consolidate`: one NetCDF file for sharing.
+
+Only this subpackage knows how a store lies on disk (`layout`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import xarray as xr
+
+from ..errors import InputError
+from .backend import StoreBackend, is_store, open_store
+from .consolidate import consolidate
+from .index import configuration, read_index
+from .layout import IMAGE_VARS, INDEX, SMALL_VARS, Part
+from .write import DEFAULT_COMPRESSION, save_dataset
+
+__all__ = ["save_dataset", "open_dataset", "consolidate", "configuration", "read_index",
+           "StoreBackend", "is_store", "Part", "IMAGE_VARS", "SMALL_VARS", "INDEX", "DEFAULT_COMPRESSION"]
+
+
+def open_dataset(path, *, chunks: str | None = "image") -> xr.Dataset:
+    """Open a saved dataset lazily: nothing is read until it is indexed.
+
+    The same as ``xr.open_dataset(path, chunks={})`` (a store folder, through this package's
+    ``molmnist`` xarray backend, or a ``.nc`` file), with errors that name the file at fault.
+
+    Parameters
+    ----------
+    path : path-like
+        A store folder written by `save_dataset`, or a ``.nc`` file.
+    chunks : {"image", "part", None}
+        Dask chunks of the image variables: one image each (reading one image reads one),
+        one part file each (faster for reading everything), or None for no dask at all
+        (xarray's own lazy indexing).
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    path = Path(path)
+    if path.is_file():
+        return _open_file(path, chunks)
+    if not is_store(path):
+        raise InputError(f"{path}: not a molmnist store or .nc file")
+    open_store(path, drop_variables=IMAGE_VARS)  # the store's own errors, named, before xarray's
+    if chunks == "part":
+        index = read_index(path)
+        sizes = [p.size for p in sorted(index.parts) if p.molecule == 0]
+        return xr.open_dataset(path, engine="molmnist", chunks={"molecule": 1, "variant": tuple(sizes)})
+    return xr.open_dataset(path, engine="molmnist", chunks=None if chunks is None else {})
+
+
+def _open_file(path: Path, chunks) -> xr.Dataset:
+    from ..dataset import restore_attrs
+
+    try:  # the on-disk chunks: one per image
+        ds = xr.open_dataset(path, engine="netcdf4", chunks=None if chunks is None else {})
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot open as NetCDF ({' '.join(str(err).split())})") from None
+    ds.attrs = restore_attrs(ds.attrs)
+    return ds

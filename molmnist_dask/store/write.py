@@ -1,0 +1,301 @@
+"""Saving a dataset as a store: one streaming task per part file, the index written last.
+
+A save task owns one part: it opens the part file, then reads, renders and writes its frames
+a sub-block at a time, closes the file and renames it into place, and returns the part's
+small per-frame values. The client writes the index from those returns without opening a
+part. A build that stops part-way resumes when run again: finished parts are kept and only
+missing ones computed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import dask
+import numpy as np
+import xarray as xr
+
+from ..dataset import Plan, frame_bytes, plan_of, render_block
+from ..errors import InputError
+from ..lock import StoreLock
+from ..options import setting
+from ..progress import active_client, compute_with_progress
+from .index import configuration, differences, read_index, write_index
+from .layout import IMAGE_VARS, SMALL_VARS, Part, cut, frames_per_part
+from .partfile import PartWriter, check_part, disk_error, read_small
+
+#: Compression per image variable: None (raw), a zlib level, or (filter, level).
+DEFAULT_COMPRESSION = {"shape": 1, "diffraction": None}
+LOST_FRACTION_WARNING = 0.01
+
+
+def save_dataset(ds: xr.Dataset, path, *, compression: dict | None = None, progress: bool = True,
+                 check: str = "quick", part_frames: int | None = None,
+                 part_bytes: int | None = None) -> Path:
+    """Compute a dataset and save it: one task per part file, each written by one worker.
+
+    Runs on whatever dask scheduler is active: a `distributed.Client` if one is, else
+    dask's default. A store that already holds this configuration is resumed: its finished
+    parts are kept (after a ``check``) and only the missing ones computed.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        As `build_dataset` returns it (then each task reads and renders its own frames), or
+        any dataset of the same layout (lazy or computed; then it is written from its arrays).
+    path : path-like
+        A folder (the store), or a file name ending in ``.nc`` for one NetCDF file (written by
+        `consolidate` from a store at ``PATH.parts``, which is then removed).
+    compression : dict, optional
+        Per image variable: None (raw), a zlib level, or ``(filter, level)`` such as
+        ``("zstd", 1)``; default `DEFAULT_COMPRESSION`.
+    progress : bool
+        Show a progress bar.
+    check : {"quick", "full"}
+        How finished parts are checked before they are kept: open and check sizes, or also
+        read every chunk (verifying the checksums).
+    part_frames, part_bytes : int, optional
+        Most frames, and most bytes of output, in one part file (one task); default the
+        ``molmnist.part-frames`` and ``molmnist.part-bytes`` settings. A resumed store keeps
+        the parts it was started with.
+
+    Returns
+    -------
+    pathlib.Path
+        The store or file written.
+
+    Raises
+    ------
+    InputError
+        If the output cannot be written, holds another configuration or is in use.
+    """
+    path = Path(path)
+    if path.suffix == ".nc":
+        from .consolidate import consolidate
+
+        parts = save_dataset(ds, path.with_name(path.name + ".parts"), compression=compression,
+                             progress=progress, check=check, part_frames=part_frames, part_bytes=part_bytes)
+        consolidate(parts, path, progress=progress)
+        shutil.rmtree(parts)
+        return path
+    compression = {**DEFAULT_COMPRESSION, **(compression or {})}
+    config = configuration(ds)
+    _make_dir(path)
+    try:
+        with StoreLock(path):
+            parts, done = _prepare(path, ds, config, part_frames, part_bytes)
+            todo = _missing(path, parts, full=check == "full")
+            if todo or not done:
+                results = _write_parts(ds, path, todo, compression, progress) if todo else []
+                _finish(path, ds, parts, config, results)
+    except (OSError, RuntimeError) as err:  # lock, index (a full disk...): resumable
+        raise InputError(f"{path}: cannot write ({getattr(err, 'strerror', None) or err})") from None
+    return path
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"{path}: cannot write output ({err.strerror or err})") from None
+
+
+def _threads() -> int:
+    client = active_client()
+    if client is not None:
+        return max(1, sum(client.nthreads().values()))
+    return os.cpu_count() or 1
+
+
+def _prepare(root: Path, ds: xr.Dataset, config: dict, part_frames, part_bytes) -> tuple:
+    """The store's parts, and whether it is already complete; a new store gets its index."""
+    index = read_index(root)
+    if index is not None:
+        if index.configuration != config:
+            diff = ", ".join(differences(index.configuration, config)[:4])
+            raise InputError(f"{root}: holds a different configuration (differs in {diff}); "
+                             "use another output or delete it")
+        return index.parts, index.complete
+    leftovers = [p.name for p in root.iterdir() if p.name not in ("parts", ".lock")]
+    if leftovers:
+        raise InputError(f"{root}: exists and is not a molmnist store (holds {leftovers[0]}); "
+                         "choose another output")
+    n_molecules, n_variants = ds.sizes["molecule"], ds.sizes["variant"]
+    fb = 4 * (ds.sizes["y"] * ds.sizes["x"] + ds.sizes["qy"] * ds.sizes["qx"])
+    per_part = frames_per_part(n_molecules, n_variants, fb, _threads(),
+                               part_bytes=part_bytes, part_frames=part_frames)
+    parts = cut(n_molecules, n_variants, per_part)
+    write_index(root, ds, parts, config, complete=False)
+    return parts, False
+
+
+def _missing(root: Path, parts: list, full: bool = False) -> list:
+    """Parts absent or damaged (damaged ones are removed, with a warning); leftover
+    temporary files of a killed build are removed too."""
+    for tmp in (root / "parts").glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    todo = []
+    for part in parts:
+        file = root / part.name
+        if not file.exists():
+            todo.append(part)
+            continue
+        problem = check_part(file, part.size, full=full)
+        if problem:
+            warnings.warn(f"{file}: damaged ({problem}); recomputing it", stacklevel=4)
+            file.unlink()
+            todo.append(part)
+    return todo
+
+
+def _write_parts(ds: xr.Dataset, root: Path, todo: list, compression: dict, progress: bool) -> list:
+    """Write the ``todo`` parts; returns each one's `_result`."""
+    try:
+        if plan_of(ds) is None:  # not as build_dataset made it: written from its arrays, here
+            shared, image_attrs = _shared_header(ds), {v: dict(ds[v].attrs) for v in IMAGE_VARS}
+            return [_write_from_arrays(ds, root / part.name, part, _header(shared, _part_coords(ds, part)),
+                                       image_attrs, compression) for part in todo]
+        tasks = _tasks(ds, root, todo, compression)
+        return compute_with_progress(tasks, progress=progress, desc=f"build {root.name}")
+    except OSError as err:
+        raise InputError(f"{root}: cannot write parts ({err.strerror or err})") from None
+
+
+def _tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict) -> list:
+    """One delayed `write_part` per part of ``todo``, for a dataset `build_dataset` made."""
+    p = plan_of(ds)
+    image_attrs = {v: dict(ds[v].attrs) for v in IMAGE_VARS}
+    # once in the graph (64 KiB of coordinates at 2048 px), not once per task
+    shared = dask.delayed(_shared_header(ds), pure=True, traverse=False)
+    token = dask.base.tokenize(str(root.resolve()), config_token(p), compression)
+    return [dask.delayed(write_part, pure=False)(
+        str(root / part.name), part, p.sources[part.molecule], p.frames[part.molecule, part.start:part.stop],
+        p.grid, p.options, shared, _part_coords(ds, part), image_attrs, compression,
+        dask_key_name=f"write-part-{part.molecule}-{part.start}-{token}") for part in todo]
+
+
+def config_token(p: Plan) -> str:
+    return dask.base.tokenize(p.options, p.grid, p.sources, p.frames)
+
+
+def _shared_header(ds: xr.Dataset) -> xr.Dataset:
+    """What every part's header shares: the coordinates along neither molecule nor variant,
+    and the attributes."""
+    keep = [c for c, v in ds.coords.items() if not {"molecule", "variant"} & set(v.dims)]
+    return xr.Dataset(coords={c: ds.coords[c].variable for c in keep}, attrs=dict(ds.attrs))
+
+
+def _part_coords(ds: xr.Dataset, part: Part) -> dict:
+    """The coordinates along molecule or variant, cut to one part: ``{name: (dims, values, attrs)}``."""
+    cut_ = {"molecule": slice(part.molecule, part.molecule + 1), "variant": slice(part.start, part.stop)}
+    out = {}
+    for name, c in ds.coords.items():
+        if {"molecule", "variant"} & set(c.dims):
+            key = tuple(cut_.get(d, slice(None)) for d in c.dims)
+            out[name] = (c.dims, np.asarray(c.values)[key], dict(c.attrs))
+    small = {v: (ds[v].dims, np.zeros((1, part.size), ds[v].dtype), dict(ds[v].attrs)) for v in SMALL_VARS}
+    return {"coords": out, "small": small}
+
+
+def _header(shared: xr.Dataset, pieces: dict) -> xr.Dataset:
+    """A part's header: shared coordinates and attributes, its own coordinates, small variables."""
+    header = shared.assign_coords(pieces["coords"])
+    for var, (dims, values, attrs) in pieces["small"].items():
+        header[var] = (dims, values, attrs)
+    return header
+
+
+def write_part(path: str, part: Part, source, frames: np.ndarray, grid, options, shared: xr.Dataset,
+               pieces: dict, image_attrs: dict, compression: dict) -> dict:
+    """Worker task: read, render and write one part, a sub-block at a time; returns `_result`.
+
+    Memory is set by the sub-block (``molmnist.sub-block-bytes`` of output), never by the part.
+    """
+    writer = PartWriter(path, _header(shared, pieces), image_attrs, compression)
+    step = max(1, setting("sub-block-bytes") // frame_bytes(grid))
+    lost = {v: np.empty(part.size, np.int64 if v == "lost_atoms" else np.float64) for v in SMALL_VARS}
+    try:
+        for i in range(0, part.size, step):
+            j = min(i + step, part.size)
+            shape, pattern, lost_atoms, lost_electrons = render_block(
+                source, frames[i:j], grid, options.center, **options.render_options(),
+                **({"variants": np.arange(part.start + i, part.start + j)} if options.fluence is not None else {}))
+            _write(writer, i, shape, pattern)
+            lost["lost_atoms"][i:j], lost["lost_electrons"][i:j] = lost_atoms, lost_electrons
+        nbytes = _close(writer, lost)
+    except BaseException:
+        writer.abort()
+        raise
+    return _result(part, lost, nbytes)
+
+
+def _write(writer: PartWriter, i: int, shape, pattern) -> None:
+    try:
+        writer.write(i, shape, pattern)
+    except RuntimeError as err:
+        raise disk_error(err, writer.final) from None
+
+
+def _close(writer: PartWriter, small: dict) -> int:
+    try:
+        return writer.close(small)
+    except RuntimeError as err:
+        raise disk_error(err, writer.final) from None
+
+
+def _result(part: Part, small: dict, nbytes: int) -> dict:
+    """What the index needs of a part: its small values and its size on disk."""
+    return {"part": part, "nbytes": int(nbytes), **small}
+
+
+def _write_from_arrays(ds: xr.Dataset, path: Path, part: Part, header: xr.Dataset, image_attrs: dict,
+                       compression: dict) -> dict:
+    """Write one part from a dataset's arrays (computed a sub-block at a time), on the client."""
+    writer = PartWriter(path, header, image_attrs, compression)
+    n, q = ds.sizes["x"], ds.sizes["qx"]
+    step = max(1, setting("sub-block-bytes") // (4 * (n * n + q * q)))
+    small = {v: np.empty(part.size, ds[v].dtype) for v in SMALL_VARS}
+    try:
+        for i in range(0, part.size, step):
+            j = min(i + step, part.size)
+            block = ds[list(IMAGE_VARS + SMALL_VARS)].isel(
+                molecule=part.molecule, variant=slice(part.start + i, part.start + j)).compute()
+            _write(writer, i, block["shape"].values, block["diffraction"].values)
+            for v in SMALL_VARS:
+                small[v][i:j] = block[v].values
+        nbytes = _close(writer, small)
+    except BaseException:
+        writer.abort()
+        raise
+    return _result(part, small, nbytes)
+
+
+def _finish(root: Path, ds: xr.Dataset, parts: list, config: dict, results: list) -> None:
+    """The index from the tasks' returns (and, on a resume, the parts kept), marked complete."""
+    small = {v: np.empty((ds.sizes["molecule"], ds.sizes["variant"]), ds[v].dtype) for v in SMALL_VARS}
+    sizes = {}
+    returned = {r["part"]: r for r in results}
+    for part in parts:
+        r = returned.get(part)
+        if r is None:  # kept from an earlier run
+            r = _result(part, read_small(root / part.name), (root / part.name).stat().st_size)
+        for v in SMALL_VARS:
+            small[v][part.molecule, part.start:part.stop] = r[v]
+        sizes[part] = r["nbytes"]
+    _warn_lost(ds, small["lost_electrons"])
+    write_index(root, ds, parts, config, complete=True, small=small, part_bytes=sizes)
+
+
+def _warn_lost(ds: xr.Dataset, lost_electrons: np.ndarray) -> None:
+    electrons = np.maximum(np.asarray(ds.attrs.get("n_electrons", 1)), 1)
+    fraction = lost_electrons.max(axis=1) / electrons
+    for name, f in zip(ds.molecule.values, np.atleast_1d(fraction)):
+        if f > LOST_FRACTION_WARNING:
+            warnings.warn(f"molecule '{name}': up to {f:.1%} of its electrons fell outside the "
+                          "field of view; consider a larger extent", stacklevel=4)
