@@ -41,17 +41,17 @@ def test_plot_all_writes_png_and_pdf(store, tmp_path):
 
 
 def test_galleries_read_only_the_images_they_show(store, monkeypatch):
-    from molmnist_dask import parts
+    from molmnist_dask.store import backend
 
     reads = []
-    original = parts.PartsArray.__getitem__
+    original = backend.PartsArray._read
 
     def counting(self, key):
         out = original(self, key)
         reads.append((self.var, out.size // (out.shape[-2] * out.shape[-1])))  # images read
         return out
 
-    monkeypatch.setattr(parts.PartsArray, "__getitem__", counting)
+    monkeypatch.setattr(backend.PartsArray, "_read", counting)
     ds = mm.open_dataset(store)
     plot.shape_gallery(ds, rows=2)
     assert sum(n for var, n in reads if var == "shape") == 3 * 2
@@ -106,11 +106,17 @@ def test_diffraction_gallery_crops_to_qmax(store, tmp_path, capsys):
     shown = crop.axes[0].get_images()[0].get_array().shape
     assert shown[0] < full.axes[0].get_images()[0].get_array().shape[0]
     assert shown[0] == int((np.abs(ds.qy.values) <= 0.1).sum())
-    from molmnist_dask.cli import main
+    with pytest.raises(InputError, match="qmax"):
+        plot.diffraction_gallery(ds, rows=2, qmax=1e-9)
+    import subprocess
+    import sys
 
-    assert main(["plot", str(store), "-o", str(tmp_path / "q"), "--rows", "2", "--qmax", "0.1"]) == 0
-    assert main(["plot", str(store), "-o", str(tmp_path / "q"), "--qmax", "1e-9"]) == 2
-    assert "qmax" in capsys.readouterr().err
+    from conftest import cli_env
+
+    run = subprocess.run([sys.executable, "-m", "molmnist_dask.cli", "plot", str(store), "-o",
+                          str(tmp_path / "q"), "--rows", "2", "--qmax", "0.1"],
+                         capture_output=True, text=True, env=cli_env())
+    assert run.returncode == 0 and run.stdout.count("wrote ") == 6, run.stderr
 
 
 def test_rows_of_the_cellulose_fibrils_are_labelled_by_twist(tmp_path):
