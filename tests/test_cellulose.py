@@ -235,8 +235,7 @@ def test_synthesis_of_all_ten_reads_back(tmp_path):
     assert run_file == tmp_path / "run.toml"
     run = load_run_file(run_file)
     assert [s.name for s in run.sources] == list(MOLECULES)
-    assert run.options["variants"] == 2 and run.options["size"] == 64
-    assert run.options["extent"] == DEFAULT_EXTENT
+    assert (run.options.variants, run.options.size, run.options.extent) == (2, 64, DEFAULT_EXTENT)
     for name in MOLECULES:
         u = universe(tmp_path, name)
         chains = CHAINS[name]
@@ -260,7 +259,8 @@ def test_default_run_is_the_papers_dataset_in_a_few_small_files(tmp_path):
     run_file = default_run(tmp_path)
     run = load_run_file(run_file)
     assert [s.name for s in run.sources] == list(MOLECULES)
-    assert run.options == {"variants": 2000, "size": 200, "extent": DEFAULT_EXTENT}
+    options = run.options
+    assert (options.variants, options.size, options.extent) == (2000, 200, DEFAULT_EXTENT)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{m}.cellvar" for m in MOLECULES] + ["run.toml"])
     assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 10_000
     u = quiet_universe(run.sources[7].topology, run.sources[7].trajectory[0])
