@@ -33,8 +33,8 @@ def test_cluster_save_equals_sync_bit_for_bit(client, reference, tmp_path):
         out = mm.save_dataset(reference.lazy, tmp_path / "on-cluster", progress=False)
     assert_same(mm.open_dataset(out), reference.ds)
     # the active client was used: its workers rendered and wrote every part
-    writes = [t for t in ts.data if "write-part" in str(t["key"])]
-    assert len(writes) == 2 * 2  # two molecules, two blocks each
+    writes = {str(t["key"]) for t in ts.data if "write-part" in str(t["key"])}
+    assert len(writes) == len(list((out / "parts").glob("*.nc")))  # one save task per part
     assert {t["worker"] for t in ts.data} <= set(client.scheduler_info()["workers"])
 
 
