@@ -2,9 +2,9 @@
 
     python examples/lazy_slicing.py STORE [MOLECULE]     # e.g. molecular-mnist 4x4
 
-`molmnist_dask.open_dataset` wraps the store's part files in dask arrays with one chunk per
-image; indexing builds a graph over just the chunks asked for, and computing it opens only the
-part files that hold them. This script counts both.
+`molmnist_dask.open_dataset` (or plain ``xr.open_dataset(STORE, chunks={})``) wraps the
+store's part files in dask arrays with one chunk per image; indexing builds a graph over just
+the chunks asked for, and computing it reads only those images. This script counts both.
 """
 
 import sys
@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 import molmnist_dask as mm
-from molmnist_dask import parts
+from molmnist_dask.store import backend
 
 
 def main(store, molecule=None, variants=slice(0, None, 10)):
@@ -26,24 +26,21 @@ def main(store, molecule=None, variants=slice(0, None, 10)):
     print(f"selection: molecule {molecule!r}, variants {sub.variant.values.tolist()}: "
           f"{sub.data.npartitions} chunks of {total}")
 
-    # count what is read: wrap the lazy part-file array's indexing
+    # count what is read: wrap the store backend's reads of the part files
     reads = []
-    original = parts.PartsArray.__getitem__
+    original = backend.PartsArray._read
 
     def counting(self, key):
         out = original(self, key)
         reads.append(out.size // (out.shape[-2] * out.shape[-1]))  # images in this read
         return out
 
-    parts.HANDLES.clear()
-    parts.PartsArray.__getitem__ = counting
+    backend.PartsArray._read = counting
     try:
         values = sub.values
     finally:
-        parts.PartsArray.__getitem__ = original
-    opened = sorted(p.rsplit("/", 1)[-1] for p in parts.HANDLES.files)
-    print(f"read {sum(reads)} images ({values.nbytes / 2**20:.2f} MiB) from {len(opened)} part file(s): "
-          f"{', '.join(opened)}")
+        backend.PartsArray._read = original
+    print(f"read {sum(reads)} images ({values.nbytes / 2**20:.2f} MiB) of {ds.sizes['molecule'] * ds.sizes['variant']}")
     print(f"mean log10 intensity per variant: {np.round(np.log10(values.mean(axis=(1, 2))), 3)}")
 
 
