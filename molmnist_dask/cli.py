@@ -146,7 +146,10 @@ def _build(args) -> None:
         variants = args.variants or DEFAULT_VARIANTS
         synth_dir = Path(args.synth_dir) if args.synth_dir else \
             Path(args.output).resolve().parent / "molmnist-cellulose" / f"{variants}-variants-seed-{args.seed}"
-        run_file = default_run(synth_dir, variants=variants, seed=args.seed)
+        try:
+            run_file = default_run(synth_dir, variants=variants, seed=args.seed)
+        except InputError as err:
+            raise InputError(f"{err} (--synth-dir chooses the folder)") from None
     else:
         run_file = args.run
     config = load_run_file(run_file)
