@@ -106,3 +106,14 @@ def test_synth_bad_input(tmp_path, capsys, args, named):
     err = capsys.readouterr().err
     assert named in err and err.count("\n") == 1
     assert not (tmp_path / "s" / "synth.json").exists()
+
+
+def test_a_synth_dir_of_another_configuration_is_one_line(tmp_path, capsys):
+    from molmnist_dask.cellulose import default_run
+
+    folder = tmp_path / "mine"
+    default_run(folder, variants=5)
+    code = main(["build", "-o", str(tmp_path / "out"), "--variants", "3", "--synth-dir", str(folder),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--synth-dir" in err and "2x2.cellvar" in err
