@@ -44,19 +44,22 @@ def size(path: Path) -> int:
 
 
 def measured(steps, folder: Path) -> tuple:
-    """Seconds, bytes left under ``folder`` and bytes written by the child processes of ``steps``."""
+    """Wall seconds, CPU seconds, bytes left under ``folder`` and bytes written by the process
+    tree of ``steps`` (workers included: the CLI's nannies reap them)."""
     folder.mkdir(parents=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     for step in steps:
         molmnist(*step, cwd=folder)
     seconds = time.perf_counter() - start
-    written = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock - before) * 512
-    return seconds, size(folder), written
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    written = (after.ru_oublock - before.ru_oublock) * 512
+    return seconds, cpu, size(folder), written
 
 
 def main() -> None:
-    args = arguments(__doc__)
+    args = arguments(__doc__, only=dict(choices=["default", "landed"], help="run only one of the two"))
     variants = 100 if args.quick else 2000
     flags = ["--variants", str(variants)] if args.quick else []
     runs = {
@@ -68,14 +71,19 @@ def main() -> None:
     }
     rows = []
     for i, (name, steps) in enumerate(runs.items()):
+        if args.only and not name.startswith(args.only):
+            continue
         folder = args.scratch / f"run{i}"
-        seconds, left, written = measured(steps, folder)
+        load = os.getloadavg()[0]
+        seconds, cpu, left, written = measured(steps, folder)
         dataset = size(folder / "out")
-        rows.append([name, f"{seconds:.1f}", f"{dataset / 1e9:.2f}", f"{left / 1e9:.2f}",
-                     f"{written / 1e9:.2f}", f"{max(left, written) / dataset:.2f}"])
+        rows.append([name, f"{seconds:.1f}", f"{cpu:.1f}", f"{load:.1f}", f"{dataset / 1e9:.2f}",
+                     f"{left / 1e9:.2f}", f"{written / 1e9:.2f}", f"{max(left, written) / dataset:.2f}"])
         shutil.rmtree(folder)   # keep the disk free for the next run
-    table(rows, ["run (cold)", "wall s", "dataset GB", "left on disk GB", "written GB",
-                 "written / dataset"],
+    # CPU seconds are what the run costs on a machine of its own (wall ~ CPU / cores + start);
+    # the load before it says how much else the machine was doing
+    table(rows, ["run (cold)", "wall s", "CPU s", "load before", "dataset GB", "left on disk GB",
+                 "written GB", "written / dataset"],
           title=f"10 molecules x {variants} variants at 200 px, {os.cpu_count()} cores")
 
 
