@@ -8,8 +8,9 @@ Measured (2-core machine, LocalCluster, one single-threaded worker per core):
 - tau, the scheduler's cost per task: wall time per empty task when 2 workers run thousands;
 - b, bytes on disk per frame, and the disk's bandwidth (dd, conv=fdatasync).
 
-Model, for P = 128 N cores on N nodes, F frames in blocks of k frames, m tasks a block (render,
-write and the array plumbing between them, counted in the task stream):
+Model, for P = 128 N cores on N nodes, F frames in parts of k frames, m tasks a part (one: the
+save task that renders and writes it; counted in the task stream), k as `save_dataset` cuts
+them for P worker threads (``molmnist.part-frames``/``part-bytes``, fewer when threads would idle):
 
     T(N) = T_start + max(F c / (s P),  m F tau / k,  F b / min(N B_node, B_fs))
 
@@ -55,10 +56,13 @@ def build(n_workers, sources, size, variants, scratch):
         with get_task_stream(client) as ts:
             mm.save_dataset(ds, out, progress=False)
         wall = time.perf_counter() - t
+    from molmnist_dask.store import read_index
+
     frames = ds.sizes["molecule"] * ds.sizes["variant"]
-    blocks = ds.sizes["molecule"] * len(ds["shape"].data.chunks[1])
-    result = {"wall": wall, "frames": frames, "bytes": C.du(out), "block": int(ds.attrs["block_size"]),
-              "tasks": C.task_seconds(ts.data), "tasks_per_block": len(ts.data) / blocks}
+    parts = len(read_index(out).parts)
+    writes = [t for t in ts.data if "write-part" in str(t["key"])]
+    result = {"wall": wall, "frames": frames, "bytes": C.du(out), "block": frames / parts,
+              "tasks": C.task_seconds(ts.data), "tasks_per_block": len(writes) / parts}
     C.rmtree(out)
     return result
 
@@ -84,8 +88,16 @@ def _noop(x):
     return x
 
 
+def part_frames(frames: int, frame_bytes: float, cores: int) -> int:
+    """Frames per part as save_dataset cuts ``frames`` (10 molecules) for ``cores`` threads."""
+    from molmnist_dask.store.layout import frames_per_part
+
+    return frames_per_part(10, frames // 10, int(frame_bytes), cores)
+
+
 def project(c, tau, b, k, frames, nodes, speed, tasks_per_block):
     cores = CORES_PER_NODE * nodes
+    k = part_frames(frames, b, cores) if k is None else k
     compute = frames * c / (speed * cores)
     sched = tasks_per_block * frames / k * tau
     io = frames * b / min(nodes * B_NODE, B_FS)
@@ -121,7 +133,7 @@ def main():
           f"{1 / tau:,.0f} tasks/s); one task's round trip {rtt * 1e3:.1f} ms; disk here {disk / 1e6:.0f} MB/s")
     for size, m in measured.items():
         print(f"{size} px: c = {m['c'] * 1e3:.1f} core-ms/frame (1 worker), b = {m['b'] / 2**20:.2f} MiB/frame "
-              f"on disk, k = {m['k']} frames/block, {m['tpb']:.1f} tasks/block; this disk alone would cap 2 workers at "
+              f"on disk, k = {m['k']:.0f} frames/part, {m['tpb']:.1f} tasks/part; this disk alone would cap 2 workers at "
               f"{disk / m['b']:.0f} frames/s")
 
     rows = []
@@ -129,22 +141,25 @@ def main():
     for size, m in measured.items():
         for nodes in (1, 10, 100):
             frames = per_core * CORES_PER_NODE * nodes
-            t, comp, sched, io = project(m["c"], tau, m["b"], m["k"], frames, nodes, args.speed, m["tpb"])
-            rows.append([size, nodes, f"{frames:,}", comp, sched, io, t, (comp + T_START) / t])
-    C.table(rows, ["size", "nodes", "frames (200/core)", "compute s", "scheduler s", "I/O s",
+            t, comp, sched, io = project(m["c"], tau, m["b"], None, frames, nodes, args.speed, m["tpb"])
+            rows.append([size, nodes, f"{frames:,}", part_frames(frames, m["b"], CORES_PER_NODE * nodes),
+                         comp, sched, io, t, (comp + T_START) / t])
+    C.table(rows, ["size", "nodes", "frames (200/core)", "frames/part", "compute s", "scheduler s", "I/O s",
                    "T s", "weak efficiency"],
             f"Weak scaling projected to Perlmutter CPU nodes (128 cores; speed x{args.speed:g}; "
             f"{B_NODE / 1e9:g} GB/s per node, {B_FS / 1e12:g} TB/s file system, {T_START:g} s start)")
 
     m = measured[1024]
-    frames = 10 * 2000
-    rows = []
-    for nodes in (1, 2, 10, 100):
-        t, comp, sched, io = project(m["c"], tau, m["b"], m["k"], frames, nodes, args.speed, m["tpb"])
-        rows.append([nodes, comp, sched, io, t, nodes * t / 3600])
-    C.table(rows, ["nodes", "compute s", "scheduler s", "I/O s", "T s", "node-hours"],
-            f"Full Molecular-MNIST at 1024 x 1024 (10 x 2000 = {frames:,} frames, "
-            f"{frames * m['b'] / 1e9:.0f} GB) on Perlmutter CPU nodes")
+    for frames in (10 * 2000, 2_560_000):
+        rows = []
+        for nodes in (1, 2, 10, 100):
+            t, comp, sched, io = project(m["c"], tau, m["b"], None, frames, nodes, args.speed, m["tpb"])
+            ideal = T_START + frames * m["c"] / (args.speed * CORES_PER_NODE * nodes)
+            rows.append([nodes, part_frames(frames, m["b"], CORES_PER_NODE * nodes), comp, sched, io, t,
+                         ideal / t, nodes * t / 3600])
+        C.table(rows, ["nodes", "frames/part", "compute s", "scheduler s", "I/O s", "T s", "efficiency",
+                       "node-hours"],
+                f"{frames:,} frames at 1024 x 1024 ({frames * m['b'] / 1e9:,.0f} GB) on Perlmutter CPU nodes")
     core_hours = frames * m["c"] / args.speed / 3600
     print(f"work: {core_hours:.2f} core-hours = {core_hours / CORES_PER_NODE:.3f} node-hours of compute; "
           f"the start-up ({T_START:g} s) dominates below ~{math.ceil(frames * m['c'] / args.speed / CORES_PER_NODE / T_START)} node(s)")

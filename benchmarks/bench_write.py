@@ -46,7 +46,8 @@ def throughput(client, sources, size, variants, scratch, repeats) -> tuple:
     import xarray as xr
 
     import molmnist_dask as mm
-    from molmnist_dask.parts import IMAGE_VARS, encoding
+    from molmnist_dask.store.partfile import encoding
+    from molmnist_dask.store import IMAGE_VARS
     from molmnist_dask.store import DEFAULT_COMPRESSION
 
     def lazy():

@@ -1,33 +1,29 @@
-"""Lazy slicing: open a saved dataset and read one molecule's variants, and only those.
+"""Lazy slicing: open a saved dataset with plain xarray and read some variants, and only those.
 
     python examples/lazy_slicing.py STORE [MOLECULE]     # e.g. molecular-mnist 4x4
 
-`molmnist_dask.open_dataset` (or plain ``xr.open_dataset(STORE, chunks={})``) wraps the
-store's part files in dask arrays with one chunk per image; indexing builds a graph over just
-the chunks asked for, and computing it reads only those images. This script counts both.
+``xr.open_dataset(store)`` (this package's xarray backend) reads only the index; indexing the
+images reads just the images asked for, from the part files that hold them. This script counts
+the images read and the part files touched.
 """
 
 import sys
 
 import numpy as np
+import xarray as xr
 
-import molmnist_dask as mm
 from molmnist_dask.store import backend
 
 
 def main(store, molecule=None, variants=slice(0, None, 10)):
-    ds = mm.open_dataset(store)
+    ds = xr.open_dataset(store)  # lazy: nothing but the index is read
     molecule = molecule or str(ds.molecule.values[0])
-    total = ds.diffraction.data.npartitions
     print(f"{store}: {ds.sizes['molecule']} molecules x {ds.sizes['variant']} variants; "
-          f"diffraction {ds.diffraction.nbytes / 2**20:.0f} MiB in {total} chunks (one per image)")
-
+          f"diffraction {ds.diffraction.nbytes / 2**20:.0f} MiB on disk, unread")
     sub = ds.diffraction.sel(molecule=molecule).isel(variant=variants)
-    print(f"selection: molecule {molecule!r}, variants {sub.variant.values.tolist()}: "
-          f"{sub.data.npartitions} chunks of {total}")
 
-    # count what is read: wrap the store backend's reads of the part files
-    reads = []
+    # count what is read: wrap the part files' array
+    reads, touched = [], set()
     original = backend.PartsArray._read
 
     def counting(self, key):
@@ -35,16 +31,23 @@ def main(store, molecule=None, variants=slice(0, None, 10)):
         reads.append(out.size // (out.shape[-2] * out.shape[-1]))  # images in this read
         return out
 
-    backend.PartsArray._read = counting
+    original_molecule = backend.PartsArray._molecule
+
+    def which_parts(self, m, variants, ky, kx):
+        starts = self.starts[m]
+        for p in np.unique(np.searchsorted(starts, variants, side="right") - 1):
+            touched.add(self.parts[m][p].name)
+        return original_molecule(self, m, variants, ky, kx)
+
+    backend.PartsArray._read, backend.PartsArray._molecule = counting, which_parts
     try:
         values = sub.values
     finally:
-        backend.PartsArray._read = original
-    print(f"read {sum(reads)} images ({values.nbytes / 2**20:.2f} MiB) of {ds.sizes['molecule'] * ds.sizes['variant']}")
-    print(f"mean log10 intensity per variant: {np.round(np.log10(values.mean(axis=(1, 2))), 3)}")
+        backend.PartsArray._read, backend.PartsArray._molecule = original, original_molecule
+    print(f"molecule {molecule!r}, variants {sub.variant.values.tolist()[:5]}...: read {sum(reads)} images "
+          f"({values.nbytes / 2**20:.2f} MiB) from {len(touched)} part file(s): {', '.join(sorted(touched))}")
+    print(f"mean log10 intensity of the first variants: {np.round(np.log10(values.mean(axis=(1, 2)))[:5], 3)}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
     main(*sys.argv[1:3])

@@ -168,7 +168,7 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
         # The frame's own buffer when every atom is selected: AtomGroup.positions would copy
         # it through a fancy index, which cost more than reading the frame (68k atoms).
         for index in frames:
-            ts = universe.trajectory[int(index)]
+            ts = read_frame(source, universe, int(index))
             yield ts.positions if whole else ts.positions.take(ix, axis=0)
 
     try:
@@ -187,6 +187,29 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
     if fluence is not None:
         diffraction = add_noise(diffraction, fluence, noise_seed, source.name, variants)
     return r.shape, diffraction, r.lost_atoms, r.lost_electrons
+
+
+def read_frame(source: TrajectorySource, universe, index: int):
+    """Frame ``index`` of a source's trajectory; a frame that cannot be read is an InputError
+    naming the molecule, the file and the frame (not a bare reader error from a worker)."""
+    try:
+        return universe.trajectory[index]
+    except Exception as err:  # MDAnalysis' readers raise OSError, EOFError, ValueError, ...
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(f"molecule '{source.name}': cannot read frame {index} of "
+                         f"{_file_of_frame(source, universe, index)}: {reason}") from None
+
+
+def _file_of_frame(source: TrajectorySource, universe, index: int) -> str:
+    """The trajectory file holding frame ``index`` (of several read as one, the right one)."""
+    files = source.trajectory or (source.topology,)
+    if len(files) > 1:
+        try:
+            which, _ = universe.trajectory._get_local_frame(index)
+            return files[which]
+        except Exception:  # noqa: BLE001 - only for the message
+            return " + ".join(files)
+    return files[0]
 
 
 def _render_task(p: Plan, m: int, start: int, stop: int) -> tuple:
@@ -340,6 +363,7 @@ def make_dataset(p: Plan, shape, diffraction, lost_atoms, lost_electrons) -> xr.
                     {"long_name": "structural variant index", "units": "1"}),
         "frame": (("molecule", "variant"), p.frames.astype(np.int64),
                   {"long_name": "source frame index in the molecule's trajectory", "units": "1"}),
+        **molecule_metadata(p),
         "y": ("y", g.centers, {"long_name": "pixel centre y", "units": "angstrom"}),
         "x": ("x", g.centers, {"long_name": "pixel centre x", "units": "angstrom"}),
         "qy": ("qy", g.q, {"long_name": "spatial frequency qy (cycles per angstrom)",
@@ -359,24 +383,23 @@ def make_dataset(p: Plan, shape, diffraction, lost_atoms, lost_electrons) -> xr.
     return xr.Dataset(data, coords=coords, attrs=dataset_attrs(p))
 
 
-#: Attributes with one entry per molecule (NetCDF turns a one-entry list into a scalar;
-#: `restore_attrs` turns it back).
-MOLECULE_TEXT_ATTRS = ("molecules", "selection", "topology", "trajectory")
-MOLECULE_COUNT_ATTRS = ("n_atoms", "n_electrons", "n_no_element", "elements_guessed")
-
-
-def restore_attrs(attrs: dict) -> dict:
-    """Per-molecule attributes as lists and arrays again, as `build_dataset` made them."""
-    out = dict(attrs)
-    for key in MOLECULE_TEXT_ATTRS:
-        if key in out and isinstance(out[key], str):
-            out[key] = [out[key]]
-        elif key in out:
-            out[key] = [str(v) for v in out[key]]
-    for key in MOLECULE_COUNT_ATTRS:
-        if key in out:
-            out[key] = np.atleast_1d(np.asarray(out[key], dtype=np.int64))
-    return out
+def molecule_metadata(p: Plan) -> dict:
+    """Per-molecule metadata as coordinates along ``molecule`` (CF style: they survive any
+    NetCDF round trip and follow the molecules when a dataset is sliced)."""
+    infos, sources = p.infos, p.sources
+    count = lambda values, name, units="1": (  # noqa: E731
+        "molecule", np.array(values, dtype=np.int64), {"long_name": name, "units": units})
+    text = lambda values, name: ("molecule", np.array(values, dtype=str), {"long_name": name})  # noqa: E731
+    return {
+        "n_atoms": count([i.n_atoms for i in infos], "selected atoms"),
+        "n_electrons": count([i.n_electrons for i in infos], "electrons of the selected atoms", "electrons"),
+        "n_no_element": count([i.n_no_element for i in infos], "selected atoms without an element (weight 0)"),
+        "elements_guessed": count([int(i.elements_guessed) for i in infos],
+                                  "1 where elements were guessed from atom names"),
+        "selection": text([s.selection for s in sources], "MDAnalysis selection of the rendered atoms"),
+        "topology": text([s.topology for s in sources], "topology file"),
+        "trajectory": text([";".join(s.trajectory) for s in sources], "trajectory files, ';'-separated"),
+    }
 
 
 def _diffraction_attrs(p: Plan) -> dict:
@@ -408,7 +431,8 @@ def _option_attrs(p: Plan) -> dict:
 
 
 def dataset_attrs(p: Plan) -> dict:
-    """Attributes: grid, selection, centring, electron source, version, per-molecule counts."""
+    """Attributes: grid, centring, electron source, options, version (per-molecule metadata are
+    coordinates along ``molecule``: `molecule_metadata`)."""
     return {
         "title": "molmnist-dask shape images and diffraction patterns",
         "Conventions": "CF-1.8",
@@ -419,14 +443,6 @@ def dataset_attrs(p: Plan) -> dict:
         "center": str(p.center),
         "electron_source": "atomic number of each atom's element (MDAnalysis.guesser.tables.SYMB2Z); "
                            "topology elements, guessed from atom names where absent; 0 for no element",
-        "molecules": [s.name for s in p.sources],
-        "selection": [s.selection for s in p.sources],
-        "topology": [s.topology for s in p.sources],
-        "trajectory": [";".join(s.trajectory) for s in p.sources],
-        "n_atoms": np.array([i.n_atoms for i in p.infos], dtype=np.int64),
-        "n_electrons": np.array([i.n_electrons for i in p.infos], dtype=np.int64),
-        "n_no_element": np.array([i.n_no_element for i in p.infos], dtype=np.int64),
-        "elements_guessed": np.array([int(i.elements_guessed) for i in p.infos], dtype=np.int64),
         "block_size": int(max(p.block_sizes)),
         **_option_attrs(p),
     }

@@ -76,8 +76,8 @@ def describe(path) -> str:
     lines.append(f"variants: {ds.sizes['variant']} per molecule; centre: {a.get('center')}; "
                  f"version {a.get('molmnist_dask_version')}")
     lines.append(f"{'label':>5}  {'molecule':<12} {'atoms':>8} {'electrons':>10} {'lost e- (max)':>14}")
-    atoms = np.atleast_1d(a.get("n_atoms", [0] * len(ds.molecule)))
-    electrons = np.atleast_1d(a.get("n_electrons", [0] * len(ds.molecule)))
+    atoms = ds["n_atoms"].values if "n_atoms" in ds.coords else np.zeros(len(ds.molecule), int)
+    electrons = ds["n_electrons"].values if "n_electrons" in ds.coords else np.zeros(len(ds.molecule), int)
     lost = ds.lost_electrons.max("variant").values
     for i, name in enumerate(ds.molecule.values):
         lines.append(f"{int(ds.label[i]):>5}  {str(name):<12} {int(atoms[i]):>8} {int(electrons[i]):>10} "

@@ -60,7 +60,7 @@ def test_default_build_opens_with_plain_xarray(built):
         # every molecule lies inside the default field of view, whole
         assert float(ds.lost_electrons.max()) == 0
         electrons = ds["shape"].sum(("y", "x")).values
-        assert np.allclose(electrons, np.asarray(ds.attrs["n_electrons"])[:, None])
+        assert np.allclose(electrons, np.asarray(ds["n_electrons"].values)[:, None])
     assert not (root / "mnist.nc.parts").exists()
 
 

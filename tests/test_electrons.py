@@ -52,11 +52,11 @@ def test_guessed_virtual_sites_weigh_nothing(md):
 def test_blank_element_in_a_pdb_is_counted_and_weighs_nothing(md, made):
     src = mm.TrajectorySource("pdb", made.blank_pdb, md.DCD)
     lazy = mm.build_dataset([src], size=32, extent=100.0, variants=2)
-    assert list(lazy.attrs["n_no_element"]) == [1]
-    assert list(lazy.attrs["elements_guessed"]) == [0]
+    assert list(lazy["n_no_element"].values) == [1]
+    assert list(lazy["elements_guessed"].values) == [0]
     psf = mm.build_dataset([mm.TrajectorySource("psf", md.PSF, md.DCD)], size=32, extent=100.0, variants=2)
     # atom 6 is a hydrogen: one electron fewer than the same protein with every element
-    assert lazy.attrs["n_electrons"][0] == psf.attrs["n_electrons"][0] - 1
+    assert lazy["n_electrons"].values[0] == psf["n_electrons"].values[0] - 1
     ds, ref_ds = computed(lazy), computed(psf)
     np.testing.assert_array_equal(ds["shape"].sum(("y", "x")).values,
                                   ref_ds["shape"].sum(("y", "x")).values - 1)
@@ -70,9 +70,9 @@ def test_tpr_dataset_counts_atoms_without_element(md):
     ds = mm.build_dataset([src], size=16, extent=120.0, variants=2)
     u = quiet_universe(md.TPR)
     water = u.select_atoms("resname SOL")
-    assert list(ds.attrs["n_atoms"]) == [len(water)]
-    assert list(ds.attrs["n_no_element"]) == [int((water.names == "MW").sum())]
-    assert list(ds.attrs["n_electrons"]) == [10 * water.n_residues]  # H2O: 10 electrons
+    assert list(ds["n_atoms"].values) == [len(water)]
+    assert list(ds["n_no_element"].values) == [int((water.names == "MW").sum())]
+    assert list(ds["n_electrons"].values) == [10 * water.n_residues]  # H2O: 10 electrons
 
 
 @pytest.mark.parametrize("selection,expected", [("name CA", 6), ("name SD", 16), ("name N", 7)])
@@ -80,4 +80,4 @@ def test_selection_electrons(md, selection, expected):
     ds = mm.build_dataset([mm.TrajectorySource("adk", md.PSF, md.DCD, selection=selection)],
                           size=8, extent=100.0, variants=1)
     n = len(quiet_universe(md.PSF).select_atoms(selection))
-    assert list(ds.attrs["n_electrons"]) == [expected * n]
+    assert list(ds["n_electrons"].values) == [expected * n]

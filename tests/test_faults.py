@@ -333,3 +333,56 @@ def test_read_only_output(small, read_only_disk, cluster, capsys):
                              "--cluster", cluster.scheduler_address], capsys)
     assert rc == 2 and str(out) in stderr
     assert not out.exists()
+
+
+# --- errors keep their culprit ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def corrupt_dcd(md, tmp_path_factory):
+    """adk's DCD with the record marker of frame 50 overwritten: frames 0-49 and 51-97 read."""
+    import MDAnalysis as mda
+
+    raw = bytearray(Path(md.DCD).read_bytes())
+    n = mda.Universe(md.PSF).atoms.n_atoms
+    frame = 3 * (4 * n + 8)
+    header = len(raw) - 98 * frame
+    at = header + 50 * frame
+    raw[at:at + 4] = b"\xff\xff\xff\x7f"
+    path = tmp_path_factory.mktemp("corrupt") / "corrupt.dcd"
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_unreadable_frame_mid_build_names_molecule_file_and_frame(md, corrupt_dcd, client, tmp_path):
+    lazy = mm.build_dataset([TrajectorySource("adk", md.PSF, str(corrupt_dcd))], size=32, extent=80.0)
+    with pytest.raises(InputError) as err:
+        mm.save_dataset(lazy, tmp_path / "out", progress=False)
+    text = str(err.value)
+    assert "'adk'" in text and "corrupt.dcd" in text and "frame 50" in text and "\n" not in text
+    assert not looks_complete(tmp_path / "out")
+    # the part that holds frame 50 is not there as a finished file (others may be, atomically)
+    for part in part_files(tmp_path / "out"):
+        start, stop = (int(x) for x in part.stem.split("-")[1:])
+        assert not start <= 50 < stop, part
+
+
+def test_unreadable_frame_through_the_cli(md, corrupt_dcd, tmp_path):
+    run = write_run_file(tmp_path / "run.toml", [TrajectorySource("adk", md.PSF, str(corrupt_dcd))],
+                         grid={"size": 32, "extent": 80.0})
+    done = subprocess.run([sys.executable, "-m", "molmnist_dask.cli", "build", str(run), "-o",
+                           str(tmp_path / "out"), "--workers", "1", "--no-progress"],
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "frame 50" in last and "corrupt.dcd" in last and "'adk'" in last
+
+
+def test_grid_too_large_is_refused_at_plan_time(md, tmp_path, capsys):
+    with pytest.raises(InputError) as err:
+        mm.build_dataset([TrajectorySource("adk", md.PSF, md.DCD)], size=1_000_000, extent=80.0)
+    assert "size=1000000" in str(err.value) and "TiB" in str(err.value)
+    run = write_run_file(tmp_path / "run.toml", [TrajectorySource("adk", md.PSF, md.DCD)],
+                         grid={"size": 1_000_000, "extent": 80.0})
+    rc, _, stderr = run_cli(["build", run, "-o", tmp_path / "out", "--no-progress"], capsys)
+    assert rc == 2 and "size=1000000" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -199,3 +199,161 @@ def test_saving_is_one_task_per_part(tmp_path):
     writes = [k for k in graph if str(k).startswith("write-part-")]
     assert len(writes) == len(parts) == 3
     assert len(graph) <= len(parts) + 2  # the writes, the shared header, the list
+
+
+# --- outputs never clobber --------------------------------------------------------------------
+
+def test_existing_nc_of_the_same_build_is_left_as_it_is(built):
+    before = (built.nc.stat().st_ino, built.nc.stat().st_mtime_ns)
+    save_sync(built.lazy, built.nc)
+    assert (built.nc.stat().st_ino, built.nc.stat().st_mtime_ns) == before
+
+
+def test_existing_nc_of_another_build_is_refused(built, tmp_path):
+    other = tmp_path / "other.nc"
+    shutil.copy(built.nc, other)
+    before = other.read_bytes()
+    smaller = mm.build_dataset([TrajectorySource("adk", *_adk_files())],
+                               size=16, extent=80.0, variants=4)
+    with pytest.raises(InputError, match="holds another dataset") as err:
+        save_sync(smaller, other)
+    assert "\n" not in str(err.value) and other.read_bytes() == before
+    text = tmp_path / "notes.nc"
+    text.write_text("mine")
+    with pytest.raises(InputError, match="not a molmnist dataset"):
+        save_sync(smaller, text)
+    assert text.read_text() == "mine"
+
+
+def _adk_files():
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    return PSF, DCD
+
+
+def test_output_that_is_an_input_is_refused(md, tmp_path, capsys):
+    """An AMBER NetCDF trajectory named like the output: the build must not destroy it."""
+    import MDAnalysis as mda
+
+    from conftest import quiet_universe, run_cli
+    from molmnist_dask.config import write_run_file
+
+    u = quiet_universe(md.PSF, md.DCD)
+    traj = tmp_path / "out.nc"
+    with mda.Writer(str(traj), u.atoms.n_atoms) as w:
+        for _ in u.trajectory[:3]:
+            w.write(u.atoms)
+    before = traj.read_bytes()
+    lazy = mm.build_dataset([TrajectorySource("adk", md.PSF, str(traj))], size=16, extent=80.0)
+    with pytest.raises(InputError, match="one of the build's inputs"):
+        save_sync(lazy, traj)
+    run = write_run_file(tmp_path / "run.toml", [TrajectorySource("adk", md.PSF, str(traj))],
+                         grid={"size": 16, "extent": 80.0})
+    rc, _, stderr = run_cli(["build", run, "-o", traj, "--no-progress", "--workers", "1"], capsys)
+    assert rc == 2 and "one of the build's inputs" in stderr and len(stderr.strip().splitlines()) == 1
+    assert traj.read_bytes() == before
+
+
+# --- files every reader opens -----------------------------------------------------------------
+
+_H5_READER = """
+import json, sys
+import h5netcdf
+import numpy as np
+out = {}
+for path in sys.argv[1:]:
+    with h5netcdf.File(path, "r") as f:
+        out[path] = {v: float(np.asarray(f.variables[v][...], dtype=np.float64).sum())
+                     for v in ("shape", "diffraction")}
+assert "netCDF4" not in sys.modules, "netCDF4 was imported"
+print(json.dumps(out))
+"""
+
+
+def test_parts_and_consolidated_file_read_with_h5netcdf_alone(built):
+    """h5py/h5netcdf read every part and the .nc file in a process without netCDF4 (no plugin
+    filter: deflate, shuffle and Fletcher-32 are built into every HDF5)."""
+    import subprocess
+    import sys
+
+    files = [str(p) for p in part_files(built.store)] + [str(built.nc)]
+    done = subprocess.run([sys.executable, "-c", _H5_READER, *files], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sums = json.loads(done.stdout)
+    for path in files:
+        ds = xr.open_dataset(path)
+        for var in ("shape", "diffraction"):
+            assert sums[path][var] == pytest.approx(float(ds[var].values.astype(np.float64).sum()), rel=1e-12)
+
+
+@pytest.mark.skipif(shutil.which("ncdump") is None, reason="ncdump is not installed (Debian: netcdf-bin)")
+def test_ncdump_reads_a_part_and_the_consolidated_file(built):
+    import subprocess
+
+    for path in (part_files(built.store)[0], built.nc):
+        done = subprocess.run(["ncdump", "-v", "shape", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "shape =" in done.stdout and "NetCDF: Filter error" not in done.stdout
+
+
+def test_two_stores_of_one_configuration_have_distinct_dask_keys(built, tmp_path):
+    """Keys come from what is on disk (path and modification time), as xarray tokenizes
+    open_dataset, never from the configuration alone."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built.store, copy)
+    a, b = mm.open_dataset(built.store), mm.open_dataset(copy)
+    assert a["shape"].data.name != b["shape"].data.name
+    assert mm.open_dataset(built.store)["shape"].data.name == a["shape"].data.name  # same files: same keys
+
+
+# --- damage is named ----------------------------------------------------------------------------
+
+def test_info_names_a_deleted_part(store_copy, capsys):
+    from conftest import run_cli
+
+    victim = part_files(store_copy)[3]
+    victim.unlink()
+    rc, stdout, _ = run_cli(["info", store_copy], capsys)
+    assert "INCOMPLETE" in stdout and victim.name in stdout and "missing" in stdout and "5/6" in stdout
+    with pytest.raises(InputError, match=victim.name):
+        mm.open_dataset(store_copy)
+
+
+def test_info_on_a_store_without_its_index(store_copy, capsys):
+    from conftest import run_cli
+
+    (store_copy / "index.nc").unlink()
+    rc, _, stderr = run_cli(["info", store_copy], capsys)
+    assert rc == 2 and "INCOMPLETE" in stderr and "index.nc" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("garbage", [b"not netcdf at all", b""])
+def test_index_of_the_wrong_shape_is_one_line_naming_it(store_copy, capsys, garbage):
+    from conftest import run_cli
+
+    (store_copy / "index.nc").write_bytes(garbage)
+    for argv in (["info", store_copy], ["consolidate", store_copy, store_copy.parent / "o.nc"]):
+        rc, _, stderr = run_cli(argv, capsys)
+        assert rc == 2 and "index.nc" in stderr and len(stderr.strip().splitlines()) == 1, argv
+    with pytest.raises(InputError, match="index.nc"):
+        xr.open_dataset(store_copy)
+
+
+def test_index_that_is_netcdf_but_not_an_index(store_copy, capsys):
+    from conftest import run_cli
+
+    xr.Dataset({"a": ("x", [1, 2])}).to_netcdf(store_copy / "index.nc")
+    rc, _, stderr = run_cli(["info", store_copy], capsys)
+    assert rc == 2 and "index.nc" in stderr and "not a molmnist store index" in stderr
+
+
+def test_consolidate_names_the_part_it_cannot_read(store_copy, capsys):
+    from conftest import run_cli
+
+    victim = part_files(store_copy)[2]
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size // 2)
+    rc, _, stderr = run_cli(["consolidate", store_copy, store_copy.parent / "o.nc", "--no-progress"], capsys)
+    assert rc == 2 and victim.name in stderr and "o.nc" not in stderr.split(victim.name)[0][-40:]
+    assert not (store_copy.parent / "o.nc").exists()

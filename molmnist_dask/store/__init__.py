@@ -58,11 +58,8 @@ def open_dataset(path, *, chunks: str | None = "image") -> xr.Dataset:
 
 
 def _open_file(path: Path, chunks) -> xr.Dataset:
-    from ..dataset import restore_attrs
-
     try:  # the on-disk chunks: one per image
         ds = xr.open_dataset(path, engine="netcdf4", chunks=None if chunks is None else {})
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot open as NetCDF ({' '.join(str(err).split())})") from None
-    ds.attrs = restore_attrs(ds.attrs)
     return ds

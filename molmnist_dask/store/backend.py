@@ -29,7 +29,7 @@ IMAGE_DIMS = {"shape": ("y", "x"), "diffraction": ("qy", "qx")}
 class PartsArray(BackendArray):
     """One image variable (molecule, variant, a, b) over a store's part files, read lazily."""
 
-    def __init__(self, root: str, var: str, parts: list, shape: tuple, dtype):
+    def __init__(self, root: str, var: str, parts: list, shape: tuple, dtype, files: dict):
         self.root, self.var = root, var
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         by_molecule = {}
@@ -37,8 +37,7 @@ class PartsArray(BackendArray):
             by_molecule.setdefault(part.molecule, []).append(part)
         self.parts = by_molecule
         self.starts = {m: np.array([p.start for p in ps]) for m, ps in by_molecule.items()}
-        self.files = {p.name: CachingFileManager(netCDF4.Dataset, os.path.join(root, p.name), mode="r")
-                      for p in parts}
+        self.files = files
 
     def __getitem__(self, key: indexing.ExplicitIndexer):
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER,
@@ -67,7 +66,7 @@ class PartsArray(BackendArray):
             lo, hi = int(local.min()), int(local.max()) + 1
             try:
                 with HDF5_LOCK:
-                    nc = self.files[part.name].acquire()
+                    nc = self.files[part.name].acquire(needs_lock=False)
                     nc.set_auto_maskandscale(False)
                     data = nc.variables[self.var][0, lo:hi, ky, kx]
             except (OSError, RuntimeError, KeyError, IndexError) as err:
@@ -76,6 +75,20 @@ class PartsArray(BackendArray):
                                  f"'{self.var}' ({reason}); molmnist verify --repair, then build again") from None
             out[mine] = np.asarray(data, self.dtype).reshape(hi - lo, ny, nx)[local - lo]
         return out
+
+
+def open_parts(root: Path, parts: list, token: str) -> dict:
+    """A file manager per part (not yet opened).
+
+    Each part is open at most once per process: the managers of one file share an id (the
+    index's token and the path), so the two image variables, copies of the arrays and a second
+    opening of the same store all share one handle (netCDF/HDF5 misbehave with one file open
+    twice in a process). HDF5 is not thread-safe: the managers open, evict and close files
+    under HDF5_LOCK, the lock every HDF5 reader and writer of xarray and of this package takes.
+    """
+    root = root.resolve()
+    return {p.name: CachingFileManager(netCDF4.Dataset, str(root / p.name), mode="r", lock=HDF5_LOCK,
+                                       manager_id=f"molmnist:{token}:{root / p.name}") for p in parts}
 
 
 def open_store(root, drop_variables=None) -> xr.Dataset:
@@ -93,18 +106,16 @@ def open_store(root, drop_variables=None) -> xr.Dataset:
                          "run the same build again to resume it")
     ds = index.dataset
     n_molecules, n_variants = ds.sizes["molecule"], ds.sizes["variant"]
+    files = open_parts(root, index.parts, index.token)
     for var in IMAGE_VARS:
         if var in (drop_variables or ()):
             continue
         dims = IMAGE_DIMS[var]
         shape = (n_molecules, n_variants, *(ds.sizes[d] for d in dims))
-        array = PartsArray(str(root.resolve()), var, index.parts, shape, index.image_dtype[var])
+        array = PartsArray(str(root.resolve()), var, index.parts, shape, index.image_dtype[var], files)
         data = indexing.LazilyIndexedArray(array)
         ds[var] = xr.Variable(("molecule", "variant", *dims), data, index.image_attrs.get(var, {}))
         ds[var].encoding["preferred_chunks"] = {"molecule": 1, "variant": 1, dims[0]: shape[2], dims[1]: shape[3]}
-    from ..dataset import restore_attrs
-
-    ds.attrs = restore_attrs(ds.attrs)
     order = [v for v in IMAGE_VARS if v in ds] + [v for v in ds.data_vars if v not in IMAGE_VARS]
     return ds[order].drop_vars(list(drop_variables or ()), errors="ignore")
 

@@ -13,7 +13,8 @@ from .layout import IMAGE_VARS
 from .partfile import encoding
 
 
-def consolidate(store, out, *, compression: dict | None = None, progress: bool = True) -> Path:
+def consolidate(store, out, *, compression: dict | None = None, checksums: bool = True,
+                progress: bool = True) -> Path:
     """Write a complete store as one NetCDF-4 file, image by image (bounded memory).
 
     Parameters
@@ -24,13 +25,15 @@ def consolidate(store, out, *, compression: dict | None = None, progress: bool =
         The ``.nc`` file to write (written aside and renamed when complete).
     compression : dict, optional
         Per image variable, as `save_dataset` takes it; default its `DEFAULT_COMPRESSION`.
+    checksums : bool
+        Fletcher-32 checksums on every chunk.
     """
     from . import open_dataset
     from .write import DEFAULT_COMPRESSION
 
     out = Path(out)
     ds = open_dataset(store, chunks="image")
-    enc = encoding({v: ds[v].shape[2:] for v in IMAGE_VARS}, {**DEFAULT_COMPRESSION, **(compression or {})})
+    enc = encoding({v: ds[v].shape[2:] for v in IMAGE_VARS}, {**DEFAULT_COMPRESSION, **(compression or {}), "checksums": checksums})
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         job = ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc, compute=False)
