@@ -100,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--check", choices=["quick", "full"], default="quick",
                    help="how finished parts of a resumed build are checked (default quick)")
     _cluster_args(b)
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("synth", help="write the cellulose fibrils as PDB + DCD files (for VMD...) and a run file")
     s.add_argument("-o", "--output", required=True, help="folder for the trajectories")
@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_integer, default=0, help="seed of the variants (default 0)")
     s.add_argument("--molecules", help="comma-separated names (default: all ten)")
     _grid_args(s)
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="summarise a store or .nc file")
     i.add_argument("path")
@@ -121,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("consolidate", help="write a store as one NetCDF file")
     c.add_argument("store")
     c.add_argument("output", help="the .nc file to write")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     pl = sub.add_parser("plot", help="the paper's figures from a dataset")
     pl.add_argument("path")
