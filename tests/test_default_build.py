@@ -52,6 +52,7 @@ def built(tmp_path_factory):
 
 def test_default_build_opens_with_plain_xarray(built):
     root, out, run = built
+    assert "dashboard: http" in run.stdout      # bokeh>=3.1 is a dependency: the link works
     with xr.open_dataset(out) as ds:
         assert list(ds.molecule.values) == NAMES == list(MOLECULES)
         assert list(ds.label.values) == list(range(10))
