@@ -97,6 +97,8 @@ class _Prepared:
     z: np.ndarray
     chain_starts: np.ndarray   # first atom of each chain (atoms of a chain are contiguous)
     chain_sizes: np.ndarray
+    z_levels: np.ndarray       # the distinct z (chains repeat along a and b: ~1,700 of 68k atoms)
+    z_index: np.ndarray        # each atom's z level
 
 
 _prepared: dict = {}
@@ -113,8 +115,10 @@ def _prepare(fibril: Fibril) -> _Prepared:
         if np.any(np.diff(chains) < 0):
             raise ValueError("a fibril's chains must be contiguous runs of atoms")
         sizes = np.bincount(chains, minlength=fibril.n_chains)
+        levels, index = np.unique(p[:, 2], return_inverse=True)
         prepared = _Prepared(p[:, 0].copy(), p[:, 1].copy(), p[:, 2].copy(),
-                             np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+                             np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes,
+                             levels, index.astype(np.intp).ravel())
         entry = _prepared[key] = (fibril, prepared)
     return entry[1]
 
@@ -156,8 +160,8 @@ def variant_positions(fibril: Fibril, variant: int, variants: int, *, seed: int 
     for axis in range(3):
         atom_shift[axis] += np.repeat(chain_shift[axis], p.chain_sizes)
     rate = np.float32(np.deg2rad(twist_rate(variant, variants, twist_max)) / 10.0)  # radians/A
-    angle = p.z * rate
-    cos, sin = np.cos(angle), np.sin(angle)
+    angle = p.z_levels * rate     # the angle depends on z alone: once per level, then per atom
+    cos, sin = np.cos(angle).take(p.z_index), np.sin(angle).take(p.z_index)
     if out is None:
         out = np.empty((fibril.n_atoms, 3), dtype=np.float32)
     out[:, 0] = cos * p.x - sin * p.y + atom_shift[0]
