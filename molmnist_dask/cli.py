@@ -89,6 +89,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--fluence", type=_positive_float,
                    help="add Poisson photon noise: expected photons per pattern")
     b.add_argument("--noise-seed", type=_integer, help="seed of the photon noise (default 0)")
+    b.add_argument("--orientation", help="view direction: z (default), x, y, a vector such as "
+                                         "1,0,1 (--orientation=-1,0,0 for a leading minus), or "
+                                         "random (a uniform rotation per image)")
+    b.add_argument("--orientation-seed", type=_integer, help="seed of the random orientations (default 0)")
+    b.add_argument("--orientations-per-frame", type=_positive_int,
+                   help="random orientations of each frame (variants = frames x K)")
     b.add_argument("--seed", type=_integer, default=0,
                    help="seed of the cellulose variants, without a run file (default 0)")
     b.add_argument("--synth-dir", help="folder for the ten small .cellvar files and run.toml of "
@@ -154,7 +160,8 @@ def _build(args) -> None:
         run_file = args.run
     config = load_run_file(run_file)
     flags = {key: getattr(args, key) for key in ("size", "extent", "variants", "oversampling",
-                                                 "block_size", "scattering", "fluence", "noise_seed")
+                                                 "block_size", "scattering", "fluence", "noise_seed",
+                                                 "orientation", "orientation_seed", "orientations_per_frame")
              if getattr(args, key) is not None}
     if args.center is not None:
         flags["center"] = None if args.center == "none" else args.center

@@ -14,6 +14,9 @@ A run file looks like this (paths are relative to the run file)::
     scattering = "electrons"  # or "form_factors": X-ray form factors f0(|q|) in the patterns
     fluence = 1e6         # optional (omit: no noise): Poisson noise, expected photons per pattern
     noise_seed = 0        # seed of that noise
+    orientation = "z"     # "z", "x", "y", a view direction [1.0, 0.0, 0.0], or "random"
+    orientation_seed = 0  # seed of the random orientations
+    orientations_per_frame = 1  # K random orientations per frame: variants = frames x K
     selection = "all"     # default selection for molecules that give none
 
     [[molecule]]
@@ -45,7 +48,8 @@ from .sources import TrajectorySource
 
 GRID_KEYS = {"size": int, "extent": float, "oversampling": int}
 OPTION_KEYS = {"variants": int, "center": str, "block_size": int, "selection": str,
-               "scattering": str, "fluence": float, "noise_seed": int}
+               "scattering": str, "fluence": float, "noise_seed": int,
+               "orientation": (str, list), "orientation_seed": int, "orientations_per_frame": int}
 MOLECULE_KEYS = {"name": str, "topology": str, "trajectory": (str, list), "selection": str,
                  "start": int, "stop": int, "step": int}
 TOP_KEYS = {"grid", "options", "molecule"}
@@ -183,7 +187,8 @@ def write_run_file(path, sources, *, grid: dict | None = None, options: dict | N
 
     lines = []
     for table, values, allowed in (("grid", grid, GRID_KEYS), ("options", options, OPTION_KEYS)):
-        values = {k: v for k, v in (values or {}).items() if v is not None}
+        # a tuple (a view direction from BuildOptions) is a TOML array like a list
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in (values or {}).items() if v is not None}
         _check_keys(values, allowed, f"[{table}]", path)
         if values:
             lines.append(f"[{table}]")

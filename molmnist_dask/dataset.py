@@ -14,6 +14,7 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
 from . import __version__
+from . import orientation as orient
 from .errors import InputError
 from .grid import Grid
 from .memory import check_frame_memory
@@ -95,8 +96,11 @@ def plan(sources, options: BuildOptions | dict | None = None, **changes) -> Plan
         for source in sources:
             _element_groups(source)
     frames = _pick_frames(sources, infos, options.variants)
+    # K orientations of each frame: the frame's K variants in a row
+    frames = np.repeat(frames, options.orientations_per_frame, axis=1)
     if options.extent is None:
-        options = options.replace(extent=auto_extent(sources, options.center, frames))
+        turned = options.orientation != "z"
+        options = options.replace(extent=auto_extent(sources, options.center, frames, turned))
     grid = Grid(size=options.size, extent=options.extent, oversampling=options.oversampling)
     check_frame_memory(grid)
     n = frames.shape[1]
@@ -132,16 +136,21 @@ def _pick_frames(sources, infos, variants) -> np.ndarray:
     return np.stack([i.frames for i in infos])
 
 
-def auto_extent(sources, center, frames: np.ndarray) -> float:
-    """A field of view holding every molecule's first frame with a 20% margin, whole angstrom."""
+def auto_extent(sources, center, frames: np.ndarray, turned: bool = False) -> float:
+    """A field of view holding every molecule's first frame with a 20% margin, whole angstrom.
+
+    ``turned`` (any orientation but "z"): holding it in every orientation, i.e. a disc of the
+    largest distance of an atom from the centre.
+    """
     half = 0.0
     for source, first in zip(sources, frames[:, 0]):
         universe, atoms, z = selected(source)
         universe.trajectory[int(first)]
-        xy = center_positions(atoms.positions, z, center)[:, :2]
-        if not np.isfinite(xy).all():
+        pos = center_positions(atoms.positions, z, center)
+        if not np.isfinite(pos).all():
             raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame {first}")
-        half = max(half, float(np.abs(xy).max()))
+        reach = np.linalg.norm(pos, axis=1) if turned else np.abs(pos[:, :2])
+        half = max(half, float(reach.max()))
     return float(math.ceil(2.4 * half + 1))
 
 
@@ -155,30 +164,42 @@ def _element_groups(source: TrajectorySource):
 
 
 def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scattering="electrons",
-                 fluence=None, noise_seed=0, variants=None):
+                 fluence=None, noise_seed=0, variants=None, orientation="z", orientation_seed=0):
     """Worker task: read a block of frames and render it. Returns the arrays of `Rendered`.
 
-    ``variants`` (the block's variant indices) seed the photon noise when ``fluence`` is given.
+    ``variants`` (the block's variant indices) seed the photon noise when ``fluence`` is
+    given and give each image its rotation when ``orientation`` is not ``"z"``: the rotation
+    of variant v of this molecule is derived here, from (orientation, orientation_seed,
+    source.name, v), so any caller rendering any variants gets the same images.
     """
     universe, atoms, z = selected(source)
     ix = atoms.ix
     whole = len(ix) == len(universe.atoms) and bool((ix == np.arange(len(ix))).all())
+    rotations = None
+    if orientation != "z":
+        if variants is None or len(variants) != len(frames):
+            raise ValueError("render_block: orientation needs the variant index of every frame")
+        rotations = orient.rotations(orientation, orientation_seed, source.name, variants)
 
     def positions():
         # The frame's own buffer when every atom is selected: AtomGroup.positions would copy
         # it through a fancy index, which cost more than reading the frame (68k atoms).
+        last, pos = None, None
         for index in frames:
-            ts = read_frame(source, universe, int(index))
-            yield ts.positions if whole else ts.positions.take(ix, axis=0)
+            if index != last:  # orientations_per_frame > 1 repeats a frame: read it once
+                ts = read_frame(source, universe, int(index))
+                pos = ts.positions if whole else ts.positions.take(ix, axis=0)
+                last = index
+            yield pos
 
     try:
         if scattering == "form_factors":
             from .formfactors import render_form_factors
 
             elements, index = _element_groups(source)
-            r = render_form_factors(positions(), z, index, elements, grid, center)
+            r = render_form_factors(positions(), z, index, elements, grid, center, rotations)
         else:
-            r = render(positions(), z, grid, center)
+            r = render(positions(), z, grid, center, rotations)
     except NonFiniteCoordinates as err:
         raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame "
                          f"{int(frames[err.index])} "
@@ -212,14 +233,21 @@ def _file_of_frame(source: TrajectorySource, universe, index: int) -> str:
     return files[0]
 
 
+def block_options(p: Plan, start: int, stop: int) -> dict:
+    """`render_block`'s keywords for variants ``start..stop-1``: the kernel's non-default
+    options, and the variant indices where they seed something (noise, orientations). Only
+    what differs from the defaults, so that default graphs keep their keys."""
+    options = p.options.render_options()
+    if "fluence" in options or "orientation" in options:
+        options["variants"] = np.arange(start, stop)
+    return options
+
+
 def _render_task(p: Plan, m: int, start: int, stop: int) -> tuple:
     """The key and task that render molecule ``m``'s variants ``start..stop-1``."""
     source = p.sources[m]
     frames = p.frames[m, start:stop]
-    # only what differs from the defaults, so default graphs keep their keys
-    options = p.options.render_options()
-    if p.fluence is not None:
-        options["variants"] = np.arange(start, stop)
+    options = block_options(p, start, stop)
     token = dask.base.tokenize(source, frames, p.grid, p.center, *sorted(options.items(), key=str))
     call = functools.partial(render_block, **options) if options else render_block
     return f"render-{source.name}-{start}-{token}", (call, source, frames, p.grid, p.center)
@@ -293,6 +321,15 @@ def build_dataset(sources, options: BuildOptions | dict | None = None, **changes
     noise_seed : int
         Seed of the photon noise; each (seed, molecule, variant) draws the same noise whatever
         the blocks or the scheduler.
+    orientation : {"z", "x", "y", "random"} or 3-vector
+        Turn each molecule before projecting along z: not at all (default), to view it along
+        a fixed direction, or by a uniformly random rotation per (seed, molecule, variant);
+        the rotations are recorded in the ``orientation`` coordinate
+        (`molmnist_dask.orientation` gives the conventions).
+    orientation_seed : int
+        Seed of the random orientations.
+    orientations_per_frame : int
+        K random orientations of each frame: variants = frames x K.
 
     Returns
     -------
@@ -343,7 +380,9 @@ def _warn_lost(p: Plan) -> None:
     for source, first in zip(p.sources, p.frames[:, 0]):
         universe, atoms, z = selected(source)
         universe.trajectory[int(first)]
-        xy = center_positions(atoms.positions, z, p.center)[:, :2]
+        pos = center_positions(atoms.positions, z, p.center)
+        rotation = orient.rotations(p.options.orientation, p.options.orientation_seed, source.name, [0])
+        xy = pos[:, :2] if rotation is None else (pos @ rotation[0].T)[:, :2]  # as variant 0 sees it
         outside = (np.abs(xy) > half).any(axis=1)
         fraction = z[outside].sum() / max(z.sum(), 1)
         if fraction > LOST_FRACTION_WARNING:
@@ -370,6 +409,7 @@ def make_dataset(p: Plan, shape, diffraction, lost_atoms, lost_electrons) -> xr.
                            "units": "angstrom-1"}),
         "qx": ("qx", g.q, {"long_name": "spatial frequency qx (cycles per angstrom)",
                            "units": "angstrom-1"}),
+        **_orientation_coords(p),
     }
     data = {
         "shape": (("molecule", "variant", "y", "x"), shape,
@@ -402,6 +442,23 @@ def molecule_metadata(p: Plan) -> dict:
     }
 
 
+def _orientation_coords(p: Plan) -> dict:
+    """The ``orientation`` coordinate (molecule, variant, quaternion), unless orientation is "z"
+    (default datasets keep exactly the coordinates they had)."""
+    o = p.options
+    if o.orientation == "z":
+        return {}
+    variants = np.arange(p.frames.shape[1])
+    q = np.stack([orient.quaternions(o.orientation, o.orientation_seed, s.name, variants)
+                  for s in p.sources])
+    attrs = {"long_name": "orientation: " + orient.CONVENTION, "units": "1",
+             "convention": "scalar-last (x, y, z, w); active rotation; image = projection along z "
+                           "of R @ (positions - centre)"}
+    return {"orientation": (("molecule", "variant", "quaternion"), q, attrs),
+            "quaternion": ("quaternion", np.array(["x", "y", "z", "w"]),
+                           {"long_name": "quaternion component (scalar last)"})}
+
+
 def _diffraction_attrs(p: Plan) -> dict:
     """The diffraction variable's attributes: they say which options made it."""
     if p.scattering == "form_factors":
@@ -427,6 +484,13 @@ def _option_attrs(p: Plan) -> dict:
         attrs.update(fluence=p.fluence, fluence_units="expected photons per pattern",
                      noise="Poisson photon counts; seeded by (noise_seed, molecule, variant)",
                      noise_seed=p.noise_seed)
+    o = p.options
+    if o.orientation != "z":
+        attrs.update(orientation=orient.text(o.orientation),
+                     orientation_convention=orient.CONVENTION)
+        if o.orientation == "random":
+            attrs.update(orientation_seed=o.orientation_seed,
+                         orientations_per_frame=o.orientations_per_frame)
     return attrs
 
 

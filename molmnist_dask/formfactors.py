@@ -130,29 +130,43 @@ def diffraction_form_factors(images: np.ndarray, elements, grid: Grid) -> np.nda
     ndarray, float32, (frames, qsize, qsize)
         ``fftshift(|sum_e f0_e(|q|) FFT2(n_e)|^2)``.
     """
-    m = grid.qsize
-    images = np.asarray(images, dtype=np.float64)
-    q = q_magnitude(grid)[:, : m // 2 + 1]  # the half plane a real FFT gives
-    amplitude = np.zeros((images.shape[0], m, m // 2 + 1), dtype=np.complex128)
-    for e, symbol in enumerate(elements):
-        spectrum = scipy.fft.rfft2(images[:, e], s=(m, m), workers=1)
-        amplitude += form_factor(symbol, q) * spectrum
-    power = amplitude.real ** 2 + amplitude.imag ** 2
-    # the other half by Hermitian symmetry (f0 is real and even in q, so F stays Hermitian)
-    full = np.empty((images.shape[0], m, m), dtype=np.float64)
-    h = m // 2 + 1
-    full[..., :h] = power
-    rest = m - h
-    if rest:
-        cols = np.arange(h, m)
-        rows = (-np.arange(m)) % m
-        full[..., h:] = power[:, rows][:, :, (m - cols)]
-    return np.fft.fftshift(full, axes=(-2, -1)).astype(np.float32)
+    return FormFactorPatterns(elements, grid)(images)
+
+
+class FormFactorPatterns:
+    """`diffraction_form_factors` for one set of elements on one grid: the form factors are
+    tabulated once, on the half plane of |q| a real FFT gives, for any number of calls."""
+
+    def __init__(self, elements, grid: Grid):
+        self.m = m = grid.qsize
+        q = q_magnitude(grid)[:, : m // 2 + 1]
+        self.f0 = [form_factor(symbol, q) for symbol in elements]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Patterns, float32 (frames, qsize, qsize), of images (frames, elements, size, size)."""
+        m = self.m
+        images = np.asarray(images, dtype=np.float64)
+        amplitude = np.zeros((images.shape[0], m, m // 2 + 1), dtype=np.complex128)
+        for e, f0 in enumerate(self.f0):
+            amplitude += f0 * scipy.fft.rfft2(images[:, e], s=(m, m), workers=1)
+        power = amplitude.real ** 2 + amplitude.imag ** 2
+        # the other half by Hermitian symmetry (f0 is real and even in q, so F stays Hermitian)
+        full = np.empty((images.shape[0], m, m), dtype=np.float64)
+        h = m // 2 + 1
+        full[..., :h] = power
+        if m - h:
+            cols = np.arange(h, m)
+            rows = (-np.arange(m)) % m
+            full[..., h:] = power[:, rows][:, :, (m - cols)]
+        return np.fft.fftshift(full, axes=(-2, -1)).astype(np.float32)
 
 
 def render_form_factors(positions, weights: np.ndarray, index: np.ndarray, elements, grid: Grid,
-                        center: str | None = "geometry"):
+                        center: str | None = "geometry", rotations=None):
     """`render.render` with form-factor diffraction: same shapes and counts, other patterns.
+
+    It runs the electron renderer's own per-frame loop (`render.frame_loop`: one workspace,
+    each atom binned once), and counts each element's atoms per pixel from the same bins.
 
     Parameters
     ----------
@@ -164,24 +178,39 @@ def render_form_factors(positions, weights: np.ndarray, index: np.ndarray, eleme
         As `element_groups` returns them.
     grid : Grid
     center : {"geometry", "electrons", None}
+    rotations : ndarray, (frames, 3, 3), optional
+        As `render.render` takes them.
     """
-    from .render import NonFiniteCoordinates, Rendered, center_positions, project
+    from .render import Rendered, _Shapes, frame_loop
 
-    ones = np.ones(len(index), dtype=np.float64)
-    members = [np.flatnonzero(index == e) for e in range(len(elements))]
-    shapes, per_element, lost_atoms, lost_electrons = [], [], [], []
-    for i, pos in enumerate(positions):
-        if not np.isfinite(pos).all():
-            raise NonFiniteCoordinates(i)
-        pos = center_positions(pos, weights, center)
-        image, n_lost, e_lost = project(pos, weights, grid)
-        shapes.append(image.astype(np.float32))
-        per_element.append([project(pos[m], ones[m], grid)[0] for m in members])
-        lost_atoms.append(n_lost)
-        lost_electrons.append(e_lost)
-    n = grid.size
-    shapes = np.stack(shapes) if shapes else np.zeros((0, n, n), np.float32)
-    per_element = np.array(per_element, dtype=np.float64).reshape(len(shapes), len(elements), n, n)
-    return Rendered(shape=shapes, diffraction=diffraction_form_factors(per_element, elements, grid),
-                    lost_atoms=np.array(lost_atoms, dtype=np.int64),
-                    lost_electrons=np.array(lost_electrons, dtype=np.float64))
+    n, m = grid.size, grid.qsize
+    patterns = FormFactorPatterns(elements, grid)
+    counts = _ElementCounts(index, len(elements), n)
+    block = _Shapes(positions, n)
+    out = []
+    for i, image, n_lost, e_lost, flat in frame_loop(positions, weights, grid, center, rotations):
+        block.add(i, image, n_lost, e_lost)
+        out.append(patterns(counts(flat)[np.newaxis])[0])
+    shapes, lost_atoms, lost_electrons = block.finish()
+    diffraction = np.stack(out) if out else np.zeros((0, m, m), np.float32)
+    return Rendered(shape=shapes, diffraction=diffraction, lost_atoms=lost_atoms,
+                    lost_electrons=lost_electrons)
+
+
+class _ElementCounts:
+    """Atoms of each element per pixel, from the bins of a frame's atoms (bordered, raveled)."""
+
+    def __init__(self, index: np.ndarray, n_elements: int, size: int):
+        index = np.asarray(index)
+        self.atoms = np.flatnonzero(index >= 0)  # atoms without an element scatter nothing
+        self.area = (size + 2) ** 2
+        self.offset = index[self.atoms] * self.area  # element e's image starts at e * area
+        self.shape = (n_elements, size + 2, size + 2)
+        self.buffer = np.empty(len(self.atoms), np.intp)
+
+    def __call__(self, flat: np.ndarray) -> np.ndarray:
+        """(elements, size, size) float64 counts."""
+        combined = np.take(flat, self.atoms, out=self.buffer)
+        combined += self.offset
+        images = np.bincount(combined, minlength=self.shape[0] * self.area).reshape(self.shape)
+        return images[:, 1:-1, 1:-1].astype(np.float64)

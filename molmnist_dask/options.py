@@ -92,6 +92,15 @@ class BuildOptions:
         Frames taken per molecule, evenly spread; None: every frame of the range.
     block_size : int, optional
         Frames per chunk of the lazy dataset; None: automatic (about 32 MiB a chunk).
+    orientation : {"z", "x", "y", "random"} or 3-vector
+        How each molecule is turned before it is projected along z (`molmnist_dask.orientation`):
+        not at all (``"z"``), viewed along a fixed direction (``"x"``, ``"y"``, a vector or
+        its text ``"1,0,0"``), or a uniformly random rotation per (seed, molecule, variant).
+    orientation_seed : int
+        Seed of the ``"random"`` orientations.
+    orientations_per_frame : int
+        K random orientations of each frame taken (``orientation="random"`` only): the
+        molecule's variants are then its frames x K, each frame's K images in a row.
 
     Examples
     --------
@@ -108,6 +117,9 @@ class BuildOptions:
     noise_seed: int = 0
     variants: int | None = None
     block_size: int | None = None
+    orientation: str | tuple = "z"
+    orientation_seed: int = 0
+    orientations_per_frame: int = 1
 
     def __post_init__(self):
         fix = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -127,6 +139,21 @@ class BuildOptions:
         fix("noise_seed", int(self.noise_seed))
         fix("variants", _positive_int("variants", self.variants, optional=True))
         fix("block_size", _positive_int("block_size", self.block_size, optional=True))
+        self._check_orientation(fix)
+
+    def _check_orientation(self, fix) -> None:
+        from .orientation import parse
+
+        fix("orientation", parse(self.orientation))
+        seed = self.orientation_seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InputError(f"orientation_seed must be a non-negative integer, got {seed!r}")
+        fix("orientation_seed", int(seed))
+        k = _positive_int("orientations_per_frame", self.orientations_per_frame)
+        if k > 1 and self.orientation != "random":
+            raise InputError(f"orientations_per_frame = {k} needs orientation='random' "
+                             f"(a fixed orientation gives the same image {k} times)")
+        fix("orientations_per_frame", k)
 
     @classmethod
     def make(cls, options: "BuildOptions | dict | None" = None, **changes) -> "BuildOptions":
@@ -179,7 +206,15 @@ class BuildOptions:
             out["scattering"] = self.scattering
         if self.fluence is not None:
             out.update(fluence=self.fluence, noise_seed=self.noise_seed)
+        if self.orientation != "z":
+            out["orientation"] = self.orientation
+            if self.orientation == "random":
+                out["orientation_seed"] = self.orientation_seed
         return out
+
+    def __dask_tokenize__(self):
+        # only what differs from the defaults: graph keys stay the same when options are added
+        return ("BuildOptions", sorted(self.non_default().items(), key=str))
 
     def keys(self) -> tuple:
         """The option names: ``build_dataset(sources, **options)`` works too."""

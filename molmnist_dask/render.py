@@ -4,19 +4,22 @@ Plain numpy/scipy on in-memory arrays: nothing here knows of dask, files or xarr
 be tested and timed alone (and moved to a GPU later). What it computes is the data contract of
 DESIGN.md, exactly:
 
-- positions in angstrom (float64), minus their centre (of geometry, of electrons, or none);
+- positions in angstrom (float64), minus their centre (of geometry, of electrons, or none),
+  then, when a rotation R is given for the frame (`molmnist_dask.orientation`), ``R @ r``;
 - ``shape = numpy.histogram2d(y, x, bins=size, range=[[-extent/2, extent/2]] * 2, weights=Z)[0]``,
   atoms outside the field of view dropped and counted;
 - ``diffraction = fftshift(abs(fft2(shape, s=(k*size, k*size)))**2)``.
 
 It gives exactly that, faster (benchmarks/bench_build.py, bench_freud.py): only x and y are
-centred and binned; a bin index computed by arithmetic (and checked against the edges where it
-lies near one) replaces ``histogram2d``'s sorted search; the weights are added in atom order,
-as ``bincount`` adds them, into an image with a border of outlier bins (as ``histogramdd`` lays
-them out) instead of masking the atoms outside; per-atom buffers and the image are reused from
-frame to frame. A float32 real FFT of the image's occupied rows (half the spectrum, the other
-half by Hermitian symmetry, the quadrants swapped on the way) replaces a complex128 ``fft2``
-and ``fftshift`` per frame (within 2e-7 of it, relative norm).
+centred and binned (with a rotation, only rows 0 and 1 of R are applied, straight from the
+frame's buffer into the workspace: bench_orientation.py); a bin index computed by arithmetic
+(and checked against the edges where it lies near one) replaces ``histogram2d``'s sorted
+search; the weights are added in atom order, as ``bincount`` adds them, into an image with
+a border of outlier bins (as ``histogramdd`` lays them out) instead of masking the atoms
+outside; per-atom buffers and the image are reused from frame to frame. A float32 real FFT
+of the image's occupied rows (half the spectrum, the other half by Hermitian symmetry, the
+quadrants swapped on the way) replaces a complex128 ``fft2`` and ``fftshift`` per frame
+(within 2e-7 of it, relative norm).
 """
 
 from __future__ import annotations
@@ -282,7 +285,8 @@ def _diffraction_odd(shapes: np.ndarray, m: int) -> np.ndarray:
     return np.fft.fftshift(power, axes=(-2, -1))
 
 
-def render(positions, weights: np.ndarray, grid: Grid, center: str | None = "geometry") -> Rendered:
+def render(positions, weights: np.ndarray, grid: Grid, center: str | None = "geometry",
+           rotations=None) -> Rendered:
     """Render a block of frames: shapes, diffraction patterns and out-of-view counts.
 
     Parameters
@@ -294,35 +298,103 @@ def render(positions, weights: np.ndarray, grid: Grid, center: str | None = "geo
         Electrons per atom.
     grid : Grid
     center : {"geometry", "electrons", None}
+    rotations : ndarray, (frames, 3, 3), optional
+        An active rotation per frame, applied to the centred positions before they are
+        projected along z (`molmnist_dask.orientation`); None: no rotation.
 
     Raises
     ------
     NonFiniteCoordinates
         If a frame has NaN or infinite coordinates.
     """
+    block = _Shapes(positions, grid.size)
+    for i, image, n_lost, e_lost, _ in frame_loop(positions, weights, grid, center, rotations):
+        block.add(i, image, n_lost, e_lost)
+    shapes, lost_atoms, lost_electrons = block.finish()
+    return Rendered(shape=shapes, diffraction=diffraction(shapes, grid.oversampling),
+                    lost_atoms=lost_atoms, lost_electrons=lost_electrons)
+
+
+def frame_loop(positions, weights: np.ndarray, grid: Grid, center: str | None = "geometry",
+               rotations=None):
+    """The per-frame loop every renderer shares: check, centre (and rotate), bin, project.
+
+    One workspace serves every frame. Yields, per frame, ``(i, image, lost_atoms,
+    lost_electrons, flat)``: ``image`` is the electron-count image with a border of outlier
+    bins, (size+2, size+2) float64, and ``flat`` each atom's bin in it (raveled, intp); both
+    are the workspace's, valid until the next frame. Arguments as `render`'s.
+    """
     if center not in CENTERS:
         raise ValueError(f"center must be 'geometry', 'electrons' or None, got {center!r}")
     w = np.asarray(weights, dtype=np.float64)
+    if rotations is not None:
+        rotations = np.asarray(rotations, dtype=np.float64)
     bins = _Bins(grid.edges)
     ws = _Workspace((2, len(w)), grid.size)
-    expected = operator.length_hint(positions)
-    block = np.empty((expected, grid.size, grid.size), np.float32) if expected else None
-    images, lost_atoms, lost_electrons = [], [], []
     for i, pos in enumerate(positions):
         pos = np.asarray(pos)
         if not _finite(pos):
             raise NonFiniteCoordinates(i)
-        image, n_lost, e_lost = _project_xy(_centred_xy(pos, w, center, ws), w, bins, ws)
-        if block is not None and i < expected:
-            np.copyto(block[i], image[1:-1, 1:-1], casting="same_kind")
+        if rotations is None:
+            v = _centred_xy(pos, w, center, ws)
         else:
-            images.append(image[1:-1, 1:-1].astype(np.float32))
-        lost_atoms.append(n_lost)
-        lost_electrons.append(e_lost)
-    shapes = _gather(block, images, len(lost_atoms), grid.size)
-    return Rendered(shape=shapes, diffraction=diffraction(shapes, grid.oversampling),
-                    lost_atoms=np.array(lost_atoms, dtype=np.int64),
-                    lost_electrons=np.array(lost_electrons, dtype=np.float64))
+            v = _rotated_xy(pos, rotations[i], w, center, ws)
+        image, n_lost, e_lost = _project_xy(v, w, bins, ws)
+        yield i, image, n_lost, e_lost, ws.k[0]
+
+
+def _rotated_xy(pos: np.ndarray, rotation: np.ndarray, w: np.ndarray, center: str | None,
+                ws: "_Workspace"):
+    """``(R @ centred.T)[[1, 0]]`` into ``ws.v``: the rotated y and x, straight from ``pos``.
+
+    Rows 1 and 0 of R are applied to the positions as they are (float64 arithmetic, read
+    from the frame's own buffer: no copy of it), then the rotated coordinates are centred:
+    the centre of ``R r`` is ``R`` times the centre of ``r``, so this is the rotation of the
+    centred positions (to rounding, about 1e-16 of the coordinates), and z' is never needed.
+    No bit-for-bit match with numpy's ``mean`` is owed here, so the centre is a pairwise sum,
+    faster than the unrotated path's cumulative one.
+    """
+    v, tmp = ws.v, ws.g[0]
+    for row, r in ((v[0], rotation[1]), (v[1], rotation[0])):
+        np.multiply(pos[:, 0], r[0], out=row)  # r[0] is a float64 scalar: float64 arithmetic
+        np.multiply(pos[:, 1], r[1], out=tmp)
+        row += tmp
+        np.multiply(pos[:, 2], r[2], out=tmp)
+        row += tmp
+    n = v.shape[1]
+    if center is None or not n:
+        return v
+    if center == "geometry":
+        centre = v.sum(axis=1) / n
+    else:
+        centre = _centre(v.T, w, center)
+    v -= centre[:, None]
+    return v
+
+
+class _Shapes:
+    """The shapes and out-of-view counts of a block, gathered frame by frame (float32)."""
+
+    def __init__(self, positions, size: int):
+        self.size = size
+        self.expected = operator.length_hint(positions)
+        self.block = np.empty((self.expected, size, size), np.float32) if self.expected else None
+        self.images, self.lost_atoms, self.lost_electrons = [], [], []
+
+    def add(self, i: int, image: np.ndarray, n_lost: int, e_lost: float) -> None:
+        """Frame ``i``'s bordered image and counts."""
+        if self.block is not None and i < self.expected:
+            np.copyto(self.block[i], image[1:-1, 1:-1], casting="same_kind")
+        else:
+            self.images.append(image[1:-1, 1:-1].astype(np.float32))
+        self.lost_atoms.append(n_lost)
+        self.lost_electrons.append(e_lost)
+
+    def finish(self):
+        """``(shapes, lost_atoms, lost_electrons)``, as `Rendered` holds them."""
+        shapes = _gather(self.block, self.images, len(self.lost_atoms), self.size)
+        return (shapes, np.array(self.lost_atoms, dtype=np.int64),
+                np.array(self.lost_electrons, dtype=np.float64))
 
 
 def _finite(pos: np.ndarray) -> bool:

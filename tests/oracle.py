@@ -3,8 +3,9 @@
 It shares no code with ``molmnist_dask``: it reads the trajectory with MDAnalysis, takes each
 atom's atomic number from its element (``MDAnalysis.guesser.tables.SYMB2Z``; elements guessed
 from atom names with MDAnalysis' own ``guess_TopologyAttrs`` where the topology has none),
-centres the float64 positions, bins them with ``numpy.histogram2d`` and transforms them with
-``numpy.fft.fft2`` in double precision. It is slow and obvious on purpose.
+centres the float64 positions, optionally rotates them (an explicit matrix per frame, or
+one from a scalar-last quaternion by Rodrigues' formula), bins them with
+``numpy.histogram2d`` and transforms them with ``numpy.fft.fft2`` in double precision. It is slow and obvious on purpose.
 """
 
 from __future__ import annotations
@@ -74,10 +75,26 @@ def positions(topology, trajectory, selection, frames, center="geometry"):
     return out, z
 
 
+def rotation_matrix(quaternion) -> np.ndarray:
+    """The active rotation of a unit quaternion (x, y, z, w), scalar last, by Rodrigues:
+    ``R = I + 2 w [u]x + 2 [u]x^2`` with ``u = (x, y, z)``."""
+    x, y, z, w = np.asarray(quaternion, dtype=np.float64)
+    u = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    return np.eye(3) + 2 * w * u + 2 * u @ u
+
+
 def render(topology, trajectory, selection, frames, size, extent, center="geometry",
-           oversampling=1) -> Oracle:
-    """The contract's shape and diffraction of the given frames, computed the obvious way."""
+           oversampling=1, rotations=None) -> Oracle:
+    """The contract's shape and diffraction of the given frames, computed the obvious way.
+
+    ``rotations``: None, or per frame a (3, 3) matrix or a (4,) quaternion (x, y, z, w),
+    applied to the centred positions (``pos @ R.T``) before projecting along z.
+    """
     frames_pos, z = positions(topology, trajectory, selection, frames, center)
+    if rotations is not None:
+        matrices = [rotation_matrix(r) if np.shape(r) == (4,) else np.asarray(r, dtype=np.float64)
+                    for r in rotations]
+        frames_pos = [pos @ r.T for pos, r in zip(frames_pos, matrices, strict=True)]
     half = extent / 2
     n = oversampling * size
     shapes, diffs, lost_atoms, lost_electrons = [], [], [], []

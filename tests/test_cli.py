@@ -35,7 +35,7 @@ def test_build_then_info(run, cluster, tmp_path, capsys):
     assert_same(mm.open_dataset(out), run.ref)
     rc, stdout, _ = run_cli(["info", out], capsys)
     assert rc == 0
-    assert "parts: 8/8" in stdout and "complete" in stdout  # 8 frames, 2 threads: one part each
+    assert "parts: 4/4" in stdout and "complete" in stdout  # 8 frames, 2 threads: 2 parts each
     assert "adk" in stdout and "ca" in stdout and "32 x 32" in stdout
     rc, stdout, _ = run_cli(["verify", out], capsys)
     assert rc == 0 and "valid checksums" in stdout

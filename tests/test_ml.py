@@ -1,5 +1,5 @@
-"""molmnist_dask.ml: the torch Dataset (lazy reads, splits, transforms), the paper's network,
-metrics, the phase-retrieval baseline and the training example.
+"""molmnist_dask.ml: the torch Dataset (batch reads, splits, transforms, cached statistics),
+the networks, metrics, the phase-retrieval baseline and the training example.
 
 CI installs torch, so there these tests must run: they skip only where torch is absent and
 the environment variable CI is not "true".
@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
-from conftest import adk_store
+from conftest import save_sync
 
 import molmnist_dask as mm
 from molmnist_dask.errors import InputError
@@ -27,9 +28,30 @@ needs_torch = pytest.mark.skipif(torch is None and os.environ.get("CI") != "true
                                  reason="torch not installed (pip install '.[ml]')")
 
 
+SELECTIONS = {"adk": "all", "ca": "name CA", "bb": "backbone", "heavy": "not name H*"}
+
+
+def _adk_store(path, **save):
+    """4 molecules x 10 variants at 32 px in parts of 4 variants (3 per molecule)."""
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    sources = [mm.TrajectorySource(n, PSF, DCD, selection=s) for n, s in SELECTIONS.items()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = mm.build_dataset(sources, extent=64.0, size=32, variants=10)
+        return save_sync(ds, path, part_frames=4, **save)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return adk_store(tmp_path_factory.mktemp("ml") / "store", {"adk": "all", "ca": "name CA", "bb": "backbone", "heavy": "not name H*"}, size=32, variants=10, block_size=4)
+    """Shapes deflated: what h5py reads."""
+    return _adk_store(tmp_path_factory.mktemp("ml") / "store", compression={"shape": 1})
+
+
+@pytest.fixture(scope="module")
+def zstd_store(tmp_path_factory):
+    """Shapes compressed with zstd, which h5py cannot read without hdf5plugin."""
+    return _adk_store(tmp_path_factory.mktemp("ml") / "zstd", compression={"shape": ("zstd", 1)})
 
 
 def test_import_without_torch_names_the_extra(monkeypatch):
@@ -43,20 +65,25 @@ def test_import_without_torch_names_the_extra(monkeypatch):
 
 
 @needs_torch
-def test_splits_are_deterministic_and_disjoint():
+def test_splits_hold_out_contiguous_ranges_or_molecules():
     from molmnist_dask.ml import split_items
 
-    a = split_items(4, 10, by="variant", seed=1)
+    a = split_items(4, 100, seed=1)  # default: contiguous ranges of the variant axis
     assert {k: v.tolist() for k, v in a.items()} == \
-        {k: v.tolist() for k, v in split_items(4, 10, by="variant", seed=1).items()}
-    variants = [set(a[s][:, 1]) for s in ("train", "val", "test")]
-    assert [len(v) for v in variants] == [8, 1, 1] and not (variants[0] & variants[1] | variants[0] & variants[2])
+        {k: v.tolist() for k, v in split_items(4, 100, seed=1).items()}
+    variants = [np.unique(a[s][:, 1]) for s in ("train", "val", "test")]
+    assert [len(v) for v in variants] == [80, 10, 10]
+    assert not (set(variants[0]) & set(variants[1]) or set(variants[0]) & set(variants[2]))
+    for held in variants[1:]:  # one range of 10 consecutive variants each
+        assert np.array_equal(held, np.arange(held[0], held[0] + 10))
     assert all(set(a[s][:, 0]) == {0, 1, 2, 3} for s in ("train", "val", "test"))  # every molecule seen
     b = split_items(4, 10, by="molecule", fractions=(2, 1, 1), seed=0)
     mols = [set(b[s][:, 0]) for s in ("train", "val", "test")]
     assert [len(m) for m in mols] == [2, 1, 1] and len(mols[0] | mols[1] | mols[2]) == 4
-    assert len(b["test"]) == 10 and len(a["all"]) == 40
-    assert not np.array_equal(split_items(4, 10, seed=2)["test"], a["test"])
+    assert len(b["test"]) == 10 and len(a["all"]) == 400
+    r = split_items(4, 100, by="random", seed=1)  # scattered variants: the leaky split
+    assert len(np.unique(r["test"][:, 1])) == 10 and np.diff(np.unique(r["test"][:, 1])).max() > 1
+    assert not np.array_equal(split_items(4, 100, seed=2)["test"], a["test"])
     with pytest.raises(InputError, match="by must be"):
         split_items(4, 10, by="frame")
 
@@ -76,9 +103,11 @@ def test_items_equal_direct_computation(store):
         np.testing.assert_array_equal(y[0].numpy(), ds.shape.values[m, v])
         assert x.shape == y.shape == (1, 32, 32) and x.dtype == torch.float32
     train = DiffractionDataset(store, "train", log="log10", floor=10.0)
-    x_all = np.log10(np.maximum(ds.diffraction.values[:, [int(v) for v in sorted(set(train.items[:, 1]))]], 10.0))
-    assert train.stats.mean == pytest.approx(x_all.mean()) and train.stats.std == pytest.approx(x_all.std())
-    assert train.stats.target_max == float(ds.shape.values[:, sorted(set(train.items[:, 1]))].max())
+    kept = sorted(set(train.items[:, 1]))
+    x_all = np.log10(np.maximum(ds.diffraction.values[:, kept].astype(np.float64), 10.0))
+    assert train.stats.mean == pytest.approx(x_all.mean(), rel=1e-6)
+    assert train.stats.std == pytest.approx(x_all.std(), rel=1e-5)
+    assert train.stats.target_max == float(ds.shape.values[:, kept].max())
     test = DiffractionDataset(store, "test", log="log10", floor=10.0, stats=train.stats, return_label=True)
     x, y, label = test[1]
     m, v = test.items[1]
@@ -89,42 +118,105 @@ def test_items_equal_direct_computation(store):
 
 
 @needs_torch
-def test_items_read_only_what_is_asked(store, monkeypatch):
-    from molmnist_dask import parts
-    from molmnist_dask.ml import DiffractionDataset
+def test_batches_equal_items_in_the_order_asked(store):
+    from molmnist_dask.ml import DiffractionDataset, collate
+    from molmnist_dask.ml import reader
 
-    data = DiffractionDataset(store, "all", normalize="image", target_scale="image")
-    reads = []
-    original = parts.PartsArray.__getitem__
-
-    def counting(self, key):
-        out = original(self, key)
-        reads.append((self.var, out.shape))
-        return out
-
-    monkeypatch.setattr(parts.PartsArray, "__getitem__", counting)
-    data[17]
-    assert sorted(reads) == [("diffraction", (1, 1, 32, 32)), ("shape", (1, 1, 32, 32))]
+    for kwargs in ({"size": 12, "return_label": True}, {"normalize": "image", "target_scale": "image"}):
+        data = DiffractionDataset(store, "all", **kwargs)
+        asked = [37, 2, 11, 2, 20, 39, 0, 5]  # across molecules and parts, out of order, repeated
+        batch = data.__getitems__(asked)
+        single = [data[i] for i in asked]
+        assert len(batch) == len(asked)
+        for got, one in zip(batch, single):
+            assert all(torch.equal(a, b) if torch.is_tensor(a) else a == b for a, b in zip(got, one))
+        tensors = collate(batch)  # the ready-made batch: the same, without a copy
+        assert torch.equal(tensors[0], torch.stack([b[0] for b in single]))
+        memory = DiffractionDataset(store, "all", in_memory=True, stats=data.stats, **kwargs)
+        assert memory._files is None  # read once, files closed
+        for got, one in zip(memory.__getitems__(asked), single):
+            assert torch.equal(got[0], one[0]) and torch.equal(got[1], one[1])
+    # a batch opens only the parts it needs, once each
+    data = DiffractionDataset(store, "all", normalize=None, target_scale=None)
+    data.__getitems__([0, 1, 2, 12])  # variants 0-2 of molecule 0 (one part) and 2 of molecule 1
+    assert sorted(data._files.open) == sorted({data._parts[w].path for w in data._where[0][[0, 1, 2, 12]]})
+    assert len(data._files.open) == 2 and all(isinstance(p, reader._Part) for p in data._files.open.values())
 
 
 @needs_torch
-def test_dataloader_workers_open_their_own_files(store, tmp_path):
-    from torch.utils.data import DataLoader
-
+def test_netcdf4_reads_what_h5py_cannot(store, monkeypatch):
     from molmnist_dask.ml import DiffractionDataset
 
-    nc = mm.consolidate(store, tmp_path / "one.nc", progress=False)
-    for path in (store, nc):
+    asked = [30, 1, 17]
+    expected = DiffractionDataset(store, "all", size=16).__getitems__(asked)
+    import h5py
+
+    original = h5py.Dataset.__getitem__
+
+    def no_filter(self, key):  # as h5py without a plugin for the shapes' filter (zstd)
+        if self.name == "/shape":
+            raise OSError("Can't synchronously read data (required filter is not registered)")
+        return original(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", no_filter)
+    data = DiffractionDataset(store, "all", size=16)
+    for got, want in zip(data.__getitems__(asked), expected):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert all(p.fallback == {"shape"} for p in data._files.open.values())
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now fails
+    for got, want in zip(DiffractionDataset(store, "all", size=16).__getitems__(asked), expected):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@needs_torch
+def test_statistics_are_cached_and_recomputed_when_the_store_changes(store, monkeypatch):
+    from molmnist_dask.ml import DiffractionDataset
+
+    for old in store.glob("ml-stats-*.json"):
+        old.unlink()
+    calls = []
+    original = DiffractionDataset.compute_stats
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(DiffractionDataset, "compute_stats", counting)
+    first = DiffractionDataset(store, "train", size=16)
+    assert len(calls) == 1 and len(list(store.glob("ml-stats-*.json"))) == 1
+    again = DiffractionDataset(store, "train", size=16)
+    assert len(calls) == 1 and again.stats == first.stats  # read from the cache
+    DiffractionDataset(store, "train", size=8)  # other settings: their own cache file
+    assert len(calls) == 2 and len(list(store.glob("ml-stats-*.json"))) == 2
+    part = sorted((store / "parts").glob("*.nc"))[0]
+    os.utime(part, ns=(part.stat().st_atime_ns, part.stat().st_mtime_ns + 10**9))  # rewritten
+    changed = DiffractionDataset(store, "train", size=16)
+    assert len(calls) == 3 and changed.stats == first.stats
+
+
+@needs_torch
+def test_dataloader_workers_open_their_own_files(store, zstd_store, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from molmnist_dask.ml import DiffractionDataset, area_resample
+
+    nc = mm.consolidate(zstd_store, tmp_path / "one.nc", progress=False)
+    for path in (store, zstd_store, nc):  # zstd shapes: read through netCDF4
         data = DiffractionDataset(path, "train", by="molecule", fractions=(3, 1, 0), size=16)
-        assert data._reader is None and data._ds is None  # nothing open in the parent
+        assert data._files is None  # statistics read, files closed: nothing open in the parent
         batches = list(DataLoader(data, batch_size=8, num_workers=2))
-        assert data._reader is None  # the workers opened it, not the parent
+        assert data._files is None  # the workers opened them, not the parent
         xs = torch.cat([b[0] for b in batches])
         ys = torch.cat([b[1] for b in batches])
         assert xs.shape == (30, 1, 16, 16) and ys.shape == (30, 1, 16, 16)
         direct = [data[i] for i in (0, 13, 29)]
         for i, (x, y) in zip((0, 13, 29), direct):
             assert torch.equal(xs[i], x) and torch.equal(ys[i], y)
+        m, v = data.items[29]
+        with mm.open_dataset(path) as ds:  # what netCDF4 reads, whatever the filter
+            truth = area_resample(ds.shape.values[m, v], 16) / data.stats.target_max
+        np.testing.assert_allclose(ys[29, 0].numpy(), truth, rtol=1e-6)
+        data.close()
 
 
 @needs_torch
@@ -142,6 +234,7 @@ def test_downsampling_keeps_electrons_and_crops_q(store):
     assert centre[2, 2] == 0  # q = 0 stays at k // 2
     image = np.arange(36.0).reshape(6, 6)
     np.testing.assert_allclose(area_resample(image, 3), image.reshape(3, 2, 3, 2).sum(axis=(1, 3)))
+    assert area_resample(image.astype(np.float32), 3).dtype == np.float32
     with pytest.raises(InputError, match="size"):
         DiffractionDataset(store, size=64)
 
@@ -154,8 +247,35 @@ def test_bad_options(store, tmp_path):
         DiffractionDataset(store, "holdout")
     with pytest.raises(InputError, match="log"):
         DiffractionDataset(store, log="ln")
+    with pytest.raises(InputError, match="in_memory"):
+        DiffractionDataset(store, in_memory="yes")
     with pytest.raises(InputError, match="no such dataset"):
         DiffractionDataset(tmp_path / "none")
+
+
+@needs_torch
+def test_tiny_training_on_held_out_ranges_decreases_the_loss(store):
+    from molmnist_dask.ml import DiffractionDataset, UNet
+    from molmnist_dask.ml.models import pattern_loss
+
+    train = DiffractionDataset(store, "train", size=16, stripes=5, fractions=(3, 1, 1), in_memory=True)
+    test = DiffractionDataset(store, "test", size=16, stripes=5, fractions=(3, 1, 1), stats=train.stats)
+    held = np.unique(test.items[:, 1])
+    assert len(held) == 2 and held[1] == held[0] + 1 and not set(held) & set(train.items[:, 1])
+    torch.manual_seed(0)
+    net = UNet(channels=(8, 16), support=torch.ones(16, 16))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        for x, y in train.loader(batch_size=12, shuffle=True, generator=torch.Generator().manual_seed(0)):
+            opt.zero_grad()
+            pred = net(x)
+            loss = torch.nn.functional.mse_loss(pred, y) + 0.01 * pattern_loss(
+                pred, x, train.stats.target_max, train.stats.mean, train.stats.std)
+            loss.backward()
+            opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
 
 
 @needs_torch
@@ -226,11 +346,11 @@ def test_training_example_runs(store, tmp_path, capsys):
         import train_inversion
     finally:
         sys.path.pop(0)
-    rc = train_inversion.main([str(store), "-o", str(tmp_path / "out"), "--size", "16", "--epochs", "1",
-                               "--workers", "0", "--pr-images", "2", "--pr-iterations", "20",
-                               "--batch-size", "8"])
+    rc = train_inversion.main([str(store), "-o", str(tmp_path / "out"), "--size", "16", "--minutes", "0.03",
+                               "--eval-images", "3", "--pr-iterations", "20", "--batch-size", "8",
+                               "--fluences", "1e5", "--stripes", "5", "--threads", "1"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "nearest_training_pattern" in out and "ms/image" in out
-    for name in ("model.pt", "metrics.json", "predictions.png"):
+    assert "held out by variant" in out and "nearest training pattern" in out and "1e+05 photons" in out
+    for name in ("model-paper.pt", "model-unet-physics.pt", "metrics.json", "predictions.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0

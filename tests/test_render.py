@@ -108,3 +108,79 @@ def test_render_block_shapes_and_dtypes(adk_frames):
     np.testing.assert_allclose(r.shape.sum(axis=(1, 2)) + r.lost_electrons, z.sum())
     empty = render(frames[:0], z, Grid(8, 10.0))
     assert empty.shape.shape == (0, 8, 8) and empty.diffraction.shape == (0, 8, 8)
+
+
+# -- rotations (molmnist_dask.orientation) -----------------------------------------------------
+
+def _rotations(n, seed=0):
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.random(n, rng=np.random.default_rng(seed)).as_matrix()
+
+
+@pytest.mark.parametrize("center", ["geometry", "electrons", None])
+def test_render_rotates_the_centred_positions(adk_frames, center):
+    """shape = histogram2d of (R @ centred positions) along y, x, exactly; patterns and counts too."""
+    frames, z = adk_frames
+    g = Grid(40, 90.0, oversampling=2)
+    rot = _rotations(len(frames))
+    r = render(frames, z, g, center, rotations=rot)
+    half = 45.0
+    for i, (pos, m) in enumerate(zip(frames, rot)):
+        p = center_positions(pos, z, center) @ m.T
+        ref = np.histogram2d(p[:, 1], p[:, 0], bins=40, range=[[-half, half]] * 2, weights=z)[0]
+        np.testing.assert_array_equal(r.shape[i], ref.astype(np.float32))
+        outside = (np.abs(p[:, :2]) > half).any(axis=1)
+        assert r.lost_atoms[i] == outside.sum() and r.lost_electrons[i] == pytest.approx(z[outside].sum())
+        want = np.fft.fftshift(np.abs(np.fft.fft2(ref, s=(80, 80))) ** 2)
+        assert relative_error(r.diffraction[i], want) < 1e-6
+
+
+def test_rotated_render_reads_frames_from_a_reused_buffer(adk_frames):
+    """Each frame is used before the next is asked for: a reader may reuse its buffer."""
+    frames, z = adk_frames
+    rot = _rotations(len(frames), seed=1)
+    buffer = np.empty_like(frames[0])
+
+    def reader():
+        for f in frames:
+            buffer[:] = f
+            yield buffer
+
+    g = Grid(32, 80.0)
+    a, b = render(reader(), z, g, rotations=rot), render(frames, z, g, rotations=rot)
+    np.testing.assert_array_equal(a.shape, b.shape)
+    np.testing.assert_array_equal(a.diffraction, b.diffraction)
+
+
+def test_half_turn_about_z_flips_the_image(adk_frames):
+    """R = diag(-1, -1, 1) maps (x, y) to (-x, -y): the image turned by 180 degrees (odd size,
+    so the pixel grid is symmetric about the centre, up to atoms on edges)."""
+    frames, z = adk_frames
+    g = Grid(33, 99.0)
+    turned = render(frames, z, g, rotations=np.tile(np.diag([-1.0, -1.0, 1.0]), (3, 1, 1)))
+    plain = render(frames, z, g)
+    np.testing.assert_array_equal(turned.shape, plain.shape[:, ::-1, ::-1])
+
+
+def test_frame_loop_serves_the_form_factor_renderer(adk_frames):
+    """The form-factor renderer shares the electron renderer's loop: same shapes and counts,
+    and its per-element images are histogram2d's of each element's atoms."""
+    from molmnist_dask.formfactors import _ElementCounts, render_form_factors
+    from molmnist_dask.render import frame_loop
+
+    frames, z = adk_frames
+    g = Grid(24, 70.0)
+    rot = _rotations(len(frames), seed=2)
+    index = np.where(z == 1, 0, np.where(z == 6, 1, 2))  # H, C, other
+    plain = render(frames, z, g, rotations=rot)
+    ff = render_form_factors(frames, z, index, ["H", "C", "N"], g, rotations=rot)
+    np.testing.assert_array_equal(ff.shape, plain.shape)
+    np.testing.assert_array_equal(ff.lost_atoms, plain.lost_atoms)
+    counts = _ElementCounts(index, 3, 24)
+    for i, image, n_lost, e_lost, flat in frame_loop(frames, z, g, "geometry", rot):
+        p = center_positions(frames[i], z, "geometry") @ rot[i].T
+        for e, images in enumerate(counts(flat)):
+            sel = index == e
+            ref = np.histogram2d(p[sel, 1], p[sel, 0], bins=24, range=[[-35.0, 35.0]] * 2)[0]
+            np.testing.assert_array_equal(images, ref)

@@ -4,12 +4,13 @@
 
     from torch.utils.data import DataLoader
     from molmnist_dask.ml import DiffractionDataset
-    train = DiffractionDataset("molecular-mnist", split="train", by="variant")
-    test = DiffractionDataset("molecular-mnist", split="test", by="variant", stats=train.stats)
-    loader = DataLoader(train, batch_size=32, shuffle=True, num_workers=2)
+    train = DiffractionDataset("molecular-mnist", split="train", size=64)
+    test = DiffractionDataset("molecular-mnist", split="test", size=64, stats=train.stats)
+    loader = train.loader(batch_size=64, shuffle=True)     # batch reads, no collation copy
 
-Modules: `data` (the Dataset, its splits and transforms), `models` (the paper's
-encoder-decoder), `metrics` (MSE and SSIM).
+Modules: `data` (the Dataset and its batch reads), `splits` (held-out variant ranges or
+molecules), `transforms`, `stats` (training statistics, cached beside the store), `reader`
+(part files), `models` (the paper's encoder-decoder, a U-Net), `metrics` (MSE and SSIM).
 """
 
 try:
@@ -17,9 +18,12 @@ try:
 except ImportError as err:  # torch is optional: say which extra brings it
     raise ImportError("molmnist_dask.ml needs PyTorch: pip install 'molmnist-dask[ml]'") from err
 
-from .data import DiffractionDataset, Stats, area_resample, center_crop, split_items
+from .data import DiffractionDataset, collate
 from .metrics import mse, ssim
-from .models import EncoderDecoder
+from .models import EncoderDecoder, UNet
+from .splits import split_items
+from .stats import Stats
+from .transforms import area_resample, center_crop
 
-__all__ = ["DiffractionDataset", "Stats", "split_items", "area_resample", "center_crop",
-           "EncoderDecoder", "mse", "ssim"]
+__all__ = ["DiffractionDataset", "collate", "Stats", "split_items", "area_resample", "center_crop",
+           "EncoderDecoder", "UNet", "mse", "ssim"]

@@ -1,149 +1,133 @@
-"""A PyTorch Dataset over a saved molmnist dataset: diffraction in, shape out, read lazily.
+"""A PyTorch Dataset over a saved molmnist dataset: diffraction in, shape out, read in batches.
 
-Each item reads its own two images (one pattern, one shape) and nothing else; the file or
-store is opened lazily in each process that reads (each DataLoader worker opens its own), never
-kept open in the parent. Splits are deterministic: held-out variants (every molecule is seen in
-training, some of its variants are not) or held-out molecules (whole classes unseen).
+A DataLoader with automatic batching calls `DiffractionDataset.__getitems__` once per batch:
+the batch's items are grouped by part file and each part's images read in one pass, with
+h5py, into one float32 batch; transforms run once per batch. Part files are opened once per
+process (each DataLoader worker opens its own) and kept open. ``in_memory=True`` reads the
+split once and serves every batch from memory.
+
+Only `_part_layout` knows where an item's images live in the files.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-import dask.array as da
 import numpy as np
-import scipy.sparse
 import torch
-import xarray as xr
 
 from ..errors import InputError
+from . import stats as _stats
+from .reader import PartFiles
+from .splits import STRIPES, split_items
+from .stats import Moments, Stats
+from .transforms import LOGS, area_resample, crop_slice, log_scale
 
 SPLITS = ("train", "val", "test", "all")
-BY = ("variant", "molecule")
-LOGS = ("log1p", "log10", None)
 NORMALIZE = ("image", "dataset", None)
 TARGET_SCALE = ("dataset", "image", None)
+#: ``in_memory="auto"`` loads a split whose inputs and targets fit in this many bytes.
+MEMORY_BUDGET = 2 * 2**30
+_LOAD_BATCH = 256
+_STATS_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Stats:
-    """Dataset statistics of the training split, for normalising every split alike.
+class Part(NamedTuple):
+    """One file holding images of one molecule: variants ``start..stop-1`` at ``row`` of the
+    file's molecule axis, offset ``start`` along its variant axis."""
 
-    Attributes
-    ----------
-    mean, std : float
-        Of the log-scaled (and cropped) diffraction over all training pixels.
-    target_max : float
-        Largest (resampled) shape pixel in the training split, electrons.
+    molecule: int
+    start: int
+    stop: int
+    path: str
+    row: int
+
+
+def _part_layout(path: Path) -> list:
+    """Where every image lives: a list of `Part`, for a store folder or a single ``.nc`` file.
+
+    The one place in `ml` that knows how a store lies on disk: the part layout recorded in
+    the store's index (``molmnist_dask.store.read_index``).
     """
+    from ..store import read_index
 
-    mean: float
-    std: float
-    target_max: float
+    path = Path(path).resolve()
+    if path.is_file():
+        import netCDF4
 
-    def asdict(self) -> dict:
-        return asdict(self)
-
-
-def split_items(n_molecules: int, n_variants: int, *, by: str = "variant",
-                fractions=(0.8, 0.1, 0.1), seed: int = 0) -> dict:
-    """Deterministic train/val/test split of (molecule, variant) pairs.
-
-    Parameters
-    ----------
-    n_molecules, n_variants : int
-    by : {"variant", "molecule"}
-        Hold out variants (the same variant indices for every molecule) or whole molecules.
-    fractions : (float, float, float)
-        Train, validation and test fractions (normalised to sum 1). A non-zero fraction
-        gets at least one variant or molecule.
-    seed : int
-        Seed of the permutation that assigns variants or molecules to splits.
-
-    Returns
-    -------
-    dict
-        ``{"train": items, "val": items, "test": items, "all": items}``, each an int array of
-        (molecule, variant) rows sorted by molecule then variant.
-    """
-    if by not in BY:
-        raise InputError(f"by must be 'variant' or 'molecule', got {by!r}")
-    f = np.asarray(fractions, dtype=np.float64)
-    if f.shape != (3,) or (f < 0).any() or not f.sum() > 0:
-        raise InputError(f"fractions must be three non-negative numbers (train, val, test), got {fractions!r}")
-    f = f / f.sum()
-    n = n_variants if by == "variant" else n_molecules
-    counts = np.floor(f * n + 0.5).astype(int)
-    counts[(f > 0) & (counts == 0)] = 1
-    counts[0] = n - counts[1:].sum()
-    if counts[0] < (1 if f[0] > 0 else 0):
-        raise InputError(f"cannot split {n} {by}s into fractions {tuple(fractions)}")
-    order = np.random.default_rng(seed).permutation(n)
-    groups = np.split(order, np.cumsum(counts)[:-1])
-    out = {}
-    for name, group in zip(("train", "val", "test"), groups):
-        group = np.sort(group)
-        if by == "variant":
-            m, v = np.meshgrid(np.arange(n_molecules), group, indexing="ij")
-        else:
-            m, v = np.meshgrid(group, np.arange(n_variants), indexing="ij")
-        out[name] = np.stack([m.ravel(), v.ravel()], axis=1).astype(np.int64)
-    m, v = np.meshgrid(np.arange(n_molecules), np.arange(n_variants), indexing="ij")
-    out["all"] = np.stack([m.ravel(), v.ravel()], axis=1).astype(np.int64)
-    return out
+        with netCDF4.Dataset(path) as nc:
+            n_molecules, n_variants = nc.variables["shape"].shape[:2]
+        return [Part(m, 0, n_variants, str(path), m) for m in range(n_molecules)]
+    index = read_index(path)
+    if index is None:
+        raise InputError(f"{path}: not a molmnist store (no index)")
+    return [Part(p.molecule, p.start, p.stop, str(path / p.name), 0) for p in index.parts]
 
 
-def _resample_matrix(n: int, k: int) -> np.ndarray:
-    """(k, n) weights of the overlap of k equal output pixels with n input pixels (sums kept)."""
-    edges = np.linspace(0, n, k + 1)
-    lo, hi = edges[:-1, None], edges[1:, None]
-    pixel = np.arange(n)[None, :]
-    return np.clip(np.minimum(hi, pixel + 1) - np.maximum(lo, pixel), 0, None)
+def _metadata(path: Path) -> dict:
+    """Molecule names, labels and image sizes (no image is read)."""
+    from ..store import open_dataset
+
+    if not path.exists():
+        raise InputError(f"{path}: no such dataset")
+    ds = open_dataset(path, chunks=None)  # no dask: only coordinates are read
+    for var in ("shape", "diffraction"):
+        if var not in ds.variables:
+            raise InputError(f"{path}: the dataset has no '{var}' variable")
+    meta = {"molecules": [str(m) for m in ds.molecule.values],
+            "labels": np.asarray(ds.label.values, dtype=np.int64),
+            "n_variants": int(ds.sizes["variant"]), "n": int(ds.sizes["x"]), "q": int(ds.sizes["qx"])}
+    ds.close()
+    return meta
 
 
-def area_resample(image: np.ndarray, k: int) -> np.ndarray:
-    """An (..., n, n) image binned to (..., k, k) by area overlap; the total is kept.
+def _locate(parts: list, items: np.ndarray) -> tuple:
+    """For each (molecule, variant) item: its part's index in ``parts`` and its offset there."""
+    order = sorted(range(len(parts)), key=lambda p: (parts[p].molecule, parts[p].start))
+    span = max(p.stop for p in parts) + 1
+    keys = np.array([parts[p].molecule * span + parts[p].start for p in order], np.int64)
+    pos = np.searchsorted(keys, items[:, 0] * span + items[:, 1], side="right") - 1
+    which = np.asarray(order, np.int64)[np.clip(pos, 0, None)]
+    start = np.array([p.start for p in parts], np.int64)[which]
+    stop = np.array([p.stop for p in parts], np.int64)[which]
+    molecule = np.array([p.molecule for p in parts], np.int64)[which]
+    if len(items) and ((pos < 0) | (items[:, 1] >= stop) | (molecule != items[:, 0])).any():
+        raise InputError("the store's layout does not cover every item; is it complete?")
+    return which, items[:, 1] - start
 
-    For a shape this is a coarser detector: each output pixel holds the electrons that fall in it.
-    """
-    n = image.shape[-1]
-    if k == n:
-        return image
-    # sparse (a few overlaps per row): no BLAS call, whose threads fight torch's on small CPUs
-    r = scipy.sparse.csr_matrix(_resample_matrix(n, k))
-    rows = np.moveaxis(image, -2, 0).reshape(n, -1)             # (n, ... * n)
-    rows = np.moveaxis((r @ rows).reshape(k, *image.shape[:-2], n), 0, -2)  # (..., k, n)
-    cols = np.moveaxis(rows, -1, 0).reshape(n, -1)
-    return np.moveaxis((r @ cols).reshape(k, *rows.shape[:-1]), 0, -1)
+
+class _Batch(list):
+    """Items of one batch as views of the batch tensors, which `collate` returns as they are."""
+
+    tensors: tuple = ()
 
 
-def center_crop(pattern: np.ndarray, k: int) -> np.ndarray:
-    """The central (k, k) of an fftshifted pattern, keeping q = 0 at index k // 2.
-
-    The crop of a pattern is the pattern of the same field of view on a coarser grid (the low
-    |q| a detector of k pixels sees), so it pairs with `area_resample` of the shape.
-    """
-    m = pattern.shape[-1]
-    start = m // 2 - k // 2
-    return pattern[..., start: start + k, start: start + k]
+def collate(batch):
+    """A DataLoader ``collate_fn``: a batch from `DiffractionDataset.__getitems__` as its
+    ready-made tensors (no copy); anything else through torch's default collation."""
+    if isinstance(batch, _Batch):
+        return batch.tensors
+    return torch.utils.data.default_collate(batch)
 
 
 class DiffractionDataset(torch.utils.data.Dataset):
-    """Diffraction patterns (input) and shapes (target) of a saved dataset, one item at a time.
+    """Diffraction patterns (input) and shapes (target) of a saved dataset.
 
     Parameters
     ----------
     path : path-like
         A store folder or ``.nc`` file written by `molmnist_dask.save_dataset`.
     split : {"train", "val", "test", "all"}
-    by : {"variant", "molecule"}
-        Hold out variants or whole molecules (`split_items`).
+    by : {"variant", "molecule", "random"}
+        Hold out contiguous ranges of the variant axis (default), whole molecules, or
+        scattered variants (leaks; for comparison), see `split_items`.
     fractions : (float, float, float)
         Train, validation and test fractions.
     seed : int
         Seed of the split.
+    stripes : int
+        Contiguous variant ranges for ``by="variant"``.
     log : {"log1p", "log10", None}
         Log scaling of the diffraction: ``log1p(I)``, or ``log10(max(I, floor))``.
     floor : float
@@ -155,27 +139,35 @@ class DiffractionDataset(torch.utils.data.Dataset):
         Divide each shape by the training split's largest pixel, by its own, or not at all.
     stats : Stats or dict, optional
         Training statistics to use (pass ``train.stats`` to the validation and test sets);
-        computed from the training split when needed and not given.
+        otherwise computed from the training split once and cached beside the store.
     size : int, optional
         Downsample: shapes are binned to ``size`` x ``size`` (`area_resample`) and patterns
         cropped to their central ``size * oversampling`` pixels (`center_crop`), the same
         field of view at the coarser resolution.
     return_label : bool
         Items are ``(x, y, label)`` instead of ``(x, y)``.
+    in_memory : bool or "auto"
+        Read the whole split once, now, and serve items from memory; ``"auto"``: when its
+        inputs and targets fit in ``memory_budget`` bytes.
+    memory_budget : int
+        Bytes for ``in_memory="auto"``.
 
     Notes
     -----
     Items are float32 tensors of shape (1, H, W). `items` lists (molecule, variant) indices.
+    Use a DataLoader with ``batch_size`` (it calls `__getitems__` once per batch), and
+    ``collate_fn=collate`` to take the batch tensors without the default collation's copy.
     """
 
     def __init__(self, path, split: str = "train", *, by: str = "variant", fractions=(0.8, 0.1, 0.1),
-                 seed: int = 0, log: str | None = "log1p", floor: float = 1.0,
+                 seed: int = 0, stripes: int = STRIPES, log: str | None = "log1p", floor: float = 1.0,
                  normalize: str | None = "dataset", target_scale: str | None = "dataset",
                  stats: Stats | dict | None = None, size: int | None = None,
-                 return_label: bool = False):
+                 return_label: bool = False, in_memory=False, memory_budget: int = MEMORY_BUDGET):
         for name, value, allowed in (("split", split, SPLITS), ("log", log, LOGS),
                                      ("normalize", normalize, NORMALIZE),
-                                     ("target_scale", target_scale, TARGET_SCALE)):
+                                     ("target_scale", target_scale, TARGET_SCALE),
+                                     ("in_memory", in_memory, (True, False, "auto"))):
             if value not in allowed:
                 raise InputError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
         if not floor > 0:
@@ -183,166 +175,184 @@ class DiffractionDataset(torch.utils.data.Dataset):
         self.path = Path(path)
         self.split, self.by, self.log, self.floor = split, by, log, float(floor)
         self.normalize, self.target_scale, self.return_label = normalize, target_scale, return_label
-        self._ds, self._pid, self._reader = None, None, None
-        ds = self._open_metadata()
-        self.molecules = [str(m) for m in ds.molecule.values]
-        self.labels = np.asarray(ds.label.values, dtype=np.int64)
-        n, m = ds.sizes["x"], ds.sizes["qx"]
+        meta = _metadata(self.path)
+        self.molecules, self.labels = meta["molecules"], meta["labels"]
+        n, m = meta["n"], meta["q"]
         if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
                                  or not 1 <= size <= n):
             raise InputError(f"size must be an integer from 1 to {n} (the shape's size), got {size!r}")
         self.size = int(size) if size is not None else n
         self.qsize = self.size * m // n
-        self._full_qsize = m
-        splits = split_items(len(self.molecules), ds.sizes["variant"], by=by, fractions=fractions, seed=seed)
+        self._n, self._crop = n, crop_slice(m, self.qsize)
+        splits = split_items(len(self.molecules), meta["n_variants"], by=by, fractions=fractions,
+                             seed=seed, stripes=stripes)
         self.items = splits[split]
+        self._split_key = {"by": by, "fractions": [float(f) for f in fractions], "seed": int(seed),
+                           "stripes": int(stripes) if by == "variant" else None}
         self._train = splits["train"]
+        self._parts = _part_layout(self.path)
+        self._where = _locate(self._parts, self.items)
+        self._files, self._memory = None, None
         if isinstance(stats, dict):
             stats = Stats(**stats)
         if stats is None and "dataset" in (normalize, target_scale):
-            stats = self.compute_stats()
+            stats = self.cached_stats()
         self.stats = stats
+        if in_memory == "auto":
+            in_memory = len(self.items) * 4 * (self.qsize ** 2 + self.size ** 2) <= memory_budget
+        if in_memory:
+            self._memory = self._load()
 
-    # -- files -------------------------------------------------------------------------------
-
-    def _open_metadata(self) -> xr.Dataset:
-        """Coordinates and sizes only: opened, read and closed (no image is read)."""
-        from ..store import open_dataset
-
-        if not self.path.exists():
-            raise InputError(f"{self.path}: no such dataset")
-        ds = open_dataset(self.path)
-        for var in ("shape", "diffraction"):
-            if var not in ds.variables:
-                raise InputError(f"{self.path}: the dataset has no '{var}' variable")
-        meta = ds.drop_vars(["shape", "diffraction"]).load()
-        meta = meta.assign_coords(x=ds.x, qx=ds.qx)
-        ds.close()
-        _close_handles()
-        return meta
-
-    def dataset(self) -> xr.Dataset:
-        """The lazy dataset, opened once per process (so each DataLoader worker opens its own)."""
-        if self._ds is None or self._pid != os.getpid():
-            from ..store import open_dataset
-
-            self._ds, self._pid, self._reader = open_dataset(self.path), os.getpid(), None
-        return self._ds
-
-    def reader(self) -> "_Reader":
-        """Direct reads of single images (no dask graph per item), opened once per process."""
-        if self._reader is None or self._pid != os.getpid():
-            self._ds, self._pid, self._reader = None, os.getpid(), _Reader(self.path)
-        return self._reader
+    # -- reading -----------------------------------------------------------------------------
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_ds"], state["_pid"], state["_reader"] = None, None, None  # no open file to a worker
+        state["_files"] = None  # no open file goes to a worker
         return state
 
-    # -- items -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the part files this process opened (they reopen when read again)."""
+        if self._files is not None:
+            self._files.close()
+            self._files = None
+
+    def _read_raw(self, which: np.ndarray, local: np.ndarray) -> tuple:
+        """Cropped patterns and full shapes, float32, of the images at (part, offset) pairs.
+
+        Reads are grouped by part and ordered by offset within it (sequential in the file);
+        each image lands at its own position in the batch.
+        """
+        if self._files is None:
+            self._files = PartFiles()
+        count = len(which)
+        patterns = np.empty((count, self.qsize, self.qsize), np.float32)
+        shapes = np.empty((count, self._n, self._n), np.float32)
+        order = np.lexsort((local, which))
+        cuts = np.flatnonzero(np.diff(which[order])) + 1
+        full = slice(None)
+        for group in np.split(order, cuts) if count else []:
+            part = self._parts[which[group[0]]]
+            f = self._files.get(part.path)
+            f.read("diffraction", part.row, local[group], self._crop, self._crop, patterns, group)
+            f.read("shape", part.row, local[group], full, full, shapes, group)
+        return patterns, shapes
+
+    def read(self, index: int):
+        """The raw (cropped and binned, not scaled) pattern and shape of item ``index``, float64."""
+        which, local = (w[[index]] for w in self._where)
+        pattern, shape = self._read_raw(which, local)
+        return pattern[0].astype(np.float64), area_resample(shape[0].astype(np.float64), self.size)
+
+    # -- transforms (per batch, float32, in place where possible) -----------------------------
+
+    def transform_input(self, patterns: np.ndarray) -> np.ndarray:
+        """Log scaling, then normalisation, as configured, of a (..., H, W) stack."""
+        x = log_scale(np.asarray(patterns, np.float32), self.log, self.floor)
+        if self.normalize == "image":
+            mean = x.mean(axis=(-2, -1), keepdims=True)
+            x = (x - mean) / (x.std(axis=(-2, -1), keepdims=True) + np.float32(1e-8))
+        elif self.normalize == "dataset":
+            x = (x - np.float32(self.stats.mean)) / np.float32(self.stats.std + 1e-8)
+        return x.astype(np.float32, copy=False)
+
+    def transform_target(self, shapes: np.ndarray) -> np.ndarray:
+        """Scaling of (already binned) shapes, as configured."""
+        shapes = np.asarray(shapes, np.float32)
+        if self.target_scale == "dataset":
+            return shapes / np.float32(self.stats.target_max)
+        if self.target_scale == "image":
+            return shapes / np.maximum(shapes.max(axis=(-2, -1), keepdims=True), np.float32(1e-12))
+        return shapes
+
+    def _batch(self, indices: np.ndarray) -> tuple:
+        """Transformed (B, 1, h, w) input and target tensors of items ``indices``."""
+        patterns, shapes = self._read_raw(*(w[indices] for w in self._where))
+        x = self.transform_input(patterns)
+        y = self.transform_target(area_resample(shapes, self.size))
+        return torch.from_numpy(np.ascontiguousarray(x))[:, None], \
+            torch.from_numpy(np.ascontiguousarray(y))[:, None]
+
+    def _load(self) -> tuple:
+        """The whole split, transformed, read part by part; then the files are closed so that
+        forked workers inherit memory, not open files."""
+        xs, ys = [], []
+        for start in range(0, len(self.items), _LOAD_BATCH):
+            x, y = self._batch(np.arange(start, min(start + _LOAD_BATCH, len(self.items))))
+            xs.append(x.numpy())
+            ys.append(y.numpy())
+        self.close()
+        empty = np.zeros((0, 1, self.size, self.size), np.float32)
+        return (np.concatenate(xs) if xs else empty), (np.concatenate(ys) if ys else empty)
+
+    def arrays(self) -> tuple:
+        """The whole split, transformed: float32 inputs and targets, (N, 1, h, w) numpy arrays
+        (the loaded ones with ``in_memory``, else read now)."""
+        return self._memory if self._memory is not None else self._load()
+
+    # -- the torch protocol ------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _crop(self) -> slice:
-        start = self._full_qsize // 2 - self.qsize // 2
-        return slice(start, start + self.qsize)
-
-    def read(self, index: int):
-        """The raw (cropped and binned, not scaled) pattern and shape of item ``index``."""
-        m, v = (int(i) for i in self.items[index])
-        reader, crop = self.reader(), self._crop()
-        pattern = reader.read("diffraction", m, v, crop)
-        shape = reader.read("shape", m, v, slice(None))
-        return np.asarray(pattern, np.float64), area_resample(np.asarray(shape, np.float64), self.size)
-
-    def transform_input(self, pattern: np.ndarray) -> np.ndarray:
-        """Log scaling, then normalisation, as configured."""
-        x = self._log(pattern)
-        if self.normalize == "image":
-            x = (x - x.mean()) / (x.std() + 1e-8)
-        elif self.normalize == "dataset":
-            x = (x - self.stats.mean) / (self.stats.std + 1e-8)
-        return x
-
-    def transform_target(self, shape: np.ndarray) -> np.ndarray:
-        if self.target_scale == "dataset":
-            return shape / self.stats.target_max
-        if self.target_scale == "image":
-            return shape / max(float(shape.max()), 1e-12)
-        return shape
-
-    def _log(self, pattern):
-        if self.log == "log1p":
-            return np.log1p(np.maximum(pattern, 0))
-        if self.log == "log10":
-            return np.log10(np.maximum(pattern, self.floor))
-        return pattern
+    def __getitems__(self, indices) -> list:
+        """Items ``indices`` (a DataLoader batch), read and transformed together, in the order
+        asked; a list of ``(x, y)`` (or ``(x, y, label)``) views of one batch tensor each."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) and (indices.min() < -len(self) or indices.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} items")
+        indices = indices % max(len(self), 1)
+        if self._memory is not None:  # numpy indexing: torch's threads only fight here
+            x, y = (torch.from_numpy(a[indices]) for a in self._memory)
+        else:
+            x, y = self._batch(indices)
+        batch = _Batch()
+        if self.return_label:
+            labels = torch.from_numpy(self.labels[self.items[indices, 0]])
+            batch.tensors = (x, y, labels)
+            batch.extend(zip(x, y, (int(v) for v in labels)))
+        else:
+            batch.tensors = (x, y)
+            batch.extend(zip(x, y))
+        return batch
 
     def __getitem__(self, index: int):
-        pattern, shape = self.read(index)
-        x = torch.from_numpy(self.transform_input(pattern).astype(np.float32))[None]
-        y = torch.from_numpy(self.transform_target(shape).astype(np.float32))[None]
-        if self.return_label:
-            return x, y, int(self.labels[self.items[index][0]])
-        return x, y
+        return self.__getitems__([index])[0]
 
     def label(self, index: int) -> int:
         """Class label (molecule index) of item ``index``."""
         return int(self.labels[self.items[index][0]])
 
+    def loader(self, batch_size: int = 64, **kwargs) -> torch.utils.data.DataLoader:
+        """A DataLoader over this dataset that takes each batch's tensors as they are read."""
+        return torch.utils.data.DataLoader(self, batch_size=batch_size, collate_fn=collate, **kwargs)
+
     # -- statistics --------------------------------------------------------------------------
 
+    def _stats_settings(self) -> dict:
+        return {"version": _STATS_VERSION, **self._split_key, "log": self.log,
+                "floor": self.floor if self.log == "log10" else None, "size": self.size,
+                "qsize": self.qsize}
+
+    def cached_stats(self) -> Stats:
+        """`Stats` of the training split: from the cache beside the store if it matches the
+        store's files and these settings, else computed (`compute_stats`) and cached."""
+        settings = self._stats_settings()
+        where = _stats.cache_path(self.path, settings)
+        stamp = _stats.fingerprint(sorted({p.path for p in self._parts}))
+        found = _stats.load(where, settings, stamp)
+        if found is None:
+            found = self.compute_stats()
+            _stats.save(where, settings, stamp, found)
+        return found
+
     def compute_stats(self) -> Stats:
-        """`Stats` of the training split, read chunk by chunk with dask (then files closed)."""
-        ds = self.dataset()
-        crop = self._crop()
-        m, v = self._train[:, 0], self._train[:, 1]
-        patterns = ds["diffraction"].data.vindex[m, v][:, crop, crop]
-        x = patterns.map_blocks(lambda b: self._log(b.astype(np.float64)), dtype=np.float64)
-        shapes = ds["shape"].data.vindex[m, v]
-        binned = shapes.map_blocks(lambda b: area_resample(b.astype(np.float64), self.size),
-                                   chunks=shapes.chunks[:1] + ((self.size,), (self.size,)), dtype=np.float64)
-        mean, sq, top = da.compute(x.mean(), (x * x).mean(), binned.max())
-        ds.close()
-        self._ds = None
-        _close_handles()
-        std = float(np.sqrt(max(sq - mean * mean, 0.0)))
-        return Stats(mean=float(mean), std=std, target_max=float(top) or 1.0)
-
-
-class _Reader:
-    """Reads one image of a store (through its part files) or of a .nc file, nothing more."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        if path.is_file():
-            self.file = xr.open_dataset(path, engine="netcdf4")  # lazy backend arrays, no dask
-            self.arrays = None
-        else:
-            import json
-
-            from ..parts import PartsArray
-            from ..store import MANIFEST
-
-            manifest = json.loads((path / MANIFEST).read_text())
-            n_molecules = len(manifest["config"]["molecule"])
-            self.file = xr.open_dataset(path / "index.nc", engine="netcdf4")
-            sizes = {d: self.file.sizes[d] for d in ("y", "x", "qy", "qx")}
-            self.file.close()
-            self.arrays = {var: PartsArray(str(path.resolve()), var, manifest["blocks"], n_molecules,
-                                           (sizes[a], sizes[b]), np.float32)
-                           for var, (a, b) in (("shape", ("y", "x")), ("diffraction", ("qy", "qx")))}
-
-    def read(self, var: str, m: int, v: int, crop: slice) -> np.ndarray:
-        if self.arrays is None:
-            return self.file[var].variable[m, v, crop, crop].values
-        return self.arrays[var][m: m + 1, v: v + 1, crop, crop][0, 0]
-
-
-def _close_handles() -> None:
-    """Close part files this process opened, so forked workers inherit no open HDF5 file."""
-    from ..parts import HANDLES
-
-    HANDLES.clear()
+        """`Stats` of the training split, read part by part with plain numpy (no cache)."""
+        which, local = _locate(self._parts, self._train)
+        moments = Moments()
+        order = np.lexsort((local, which))  # part by part, in file order
+        for start in range(0, len(order), _LOAD_BATCH):
+            chunk = order[start: start + _LOAD_BATCH]
+            patterns, shapes = self._read_raw(which[chunk], local[chunk])
+            moments.add(log_scale(patterns, self.log, self.floor), area_resample(shapes, self.size))
+        self.close()
+        return moments.stats()

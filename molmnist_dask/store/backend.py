@@ -117,7 +117,9 @@ def open_store(root, drop_variables=None) -> xr.Dataset:
         ds[var] = xr.Variable(("molecule", "variant", *dims), data, index.image_attrs.get(var, {}))
         ds[var].encoding["preferred_chunks"] = {"molecule": 1, "variant": 1, dims[0]: shape[2], dims[1]: shape[3]}
     order = [v for v in IMAGE_VARS if v in ds] + [v for v in ds.data_vars if v not in IMAGE_VARS]
-    return ds[order].drop_vars(list(drop_variables or ()), errors="ignore")
+    out = ds[order]  # keeps only the coordinates along its variables' dimensions: add the rest
+    out = out.assign_coords({k: c for k, c in ds.coords.items() if k not in out.coords})
+    return out.drop_vars(list(drop_variables or ()), errors="ignore")
 
 
 def is_store(path) -> bool:

@@ -221,10 +221,17 @@ def _tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict) -> list:
     # once in the graph (64 KiB of coordinates at 2048 px), not once per task
     shared = dask.delayed(_shared_header(ds), pure=True, traverse=False)
     token = dask.base.tokenize(str(root.resolve()), config_token(p), compression)
-    return [dask.delayed(write_part, pure=False)(
-        str(root / part.name), part, p.sources[part.molecule], p.frames[part.molecule, part.start:part.stop],
-        p.grid, p.options, shared, _part_coords(ds, part), image_attrs, compression,
-        dask_key_name=f"write-part-{part.molecule}-{part.start}-{token}") for part in todo]
+    tasks = []
+    for part in todo:
+        # Biggest parts first (atoms x frames), so that no big one is left for the end while
+        # the other workers idle.
+        with dask.annotate(priority=int(p.infos[part.molecule].n_atoms) * part.size):
+            tasks.append(dask.delayed(write_part, pure=False)(
+                str(root / part.name), part, p.sources[part.molecule],
+                p.frames[part.molecule, part.start:part.stop], p.grid, p.options, shared,
+                _part_coords(ds, part), image_attrs, compression,
+                dask_key_name=f"write-part-{part.molecule}-{part.start}-{token}"))
+    return tasks
 
 
 def config_token(p: Plan) -> str:
@@ -272,7 +279,7 @@ def write_part(path: str, part: Part, source, frames: np.ndarray, grid, options,
             j = min(i + step, part.size)
             shape, pattern, lost_atoms, lost_electrons = render_block(
                 source, frames[i:j], grid, options.center, **options.render_options(),
-                **({"variants": np.arange(part.start + i, part.start + j)} if options.fluence is not None else {}))
+                variants=np.arange(part.start + i, part.start + j))  # noise and orientations need them
             _write(writer, i, shape, pattern)
             lost["lost_atoms"][i:j], lost["lost_electrons"][i:j] = lost_atoms, lost_electrons
         nbytes = _close(writer, lost)
