@@ -9,8 +9,10 @@ Per molecule (fresh folders, no progress bar, best of ``--repeat`` runs) it time
 `synthesize` at two variant counts, and the parts of one synthesis: building the relaxed fibril,
 writing its PDB, and one variant frame (positions + one DCD frame, averaged over the larger
 count). The columns show how the time grows with the number of variants and with the fibril's
-size (atoms). The last line times `default_run` (all ten molecules, `DEFAULT_VARIANTS`
-variants) into an empty folder.
+size (atoms), and ``gen ms`` the variant alone (`variant_positions`: what a worker of the
+default build does per frame instead of reading a DCD). The last line times `default_run`,
+which writes only the ten small ``.cellvar`` files (benchmarks/bench_default.py times the
+default build end to end).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def parts(name: str, variants: int, tmp: str, repeat: int) -> tuple:
     pdb = best(repeat, lambda: files.write_topology(u, fresh(tmp).with_suffix(".pdb")))
     frames = (variant_positions(fibril, v, variants) for v in range(variants))
     frame = best(1, files.write_trajectory, u, fresh(tmp).with_suffix(".dcd"), frames) / variants
-    return fibril, build, pdb, frame
+    gen = best(repeat, lambda: [variant_positions(fibril, v, variants) for v in range(10)]) / 10
+    return fibril, build, pdb, frame, gen
 
 
 def main(argv=None) -> None:
@@ -65,24 +68,24 @@ def main(argv=None) -> None:
 
     print(f"cellulose synthesis, {os.cpu_count()} cores; seconds unless marked")
     print(f"{'molecule':>8} {'chains':>6} {'atoms':>6} {f'V={few}':>6} {f'V={many}':>6} {'ratio':>5} "
-          f"{'build':>6} {'pdb':>6} {'ms/frame':>8} {'MB/frame':>8}")
+          f"{'build':>6} {'pdb':>6} {'ms/frame':>8} {'gen ms':>6} {'MB/frame':>8}")
     totals = [0.0, 0.0]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.molecules:
             run = [best(args.repeat, lambda v=v: synthesize(fresh(tmp), variants=v, molecules=[name],
                                                              progress=False)) for v in (few, many)]
-            fibril, build, pdb, frame = parts(name, many, tmp, args.repeat)
+            fibril, build, pdb, frame, gen = parts(name, many, tmp, args.repeat)
             print(f"{name:>8} {fibril.n_chains:>6} {fibril.n_atoms:>6} {run[0]:>6.2f} {run[1]:>6.2f} "
-                  f"{run[1] / run[0]:>5.2f} {build:>6.3f} {pdb:>6.3f} {frame * 1e3:>8.2f} "
+                  f"{run[1] / run[0]:>5.2f} {build:>6.3f} {pdb:>6.3f} {frame * 1e3:>8.2f} {gen * 1e3:>6.2f} "
                   f"{fibril.n_atoms * 12 / 1e6:>8.2f}")
             totals = [totals[0] + run[0], totals[1] + run[1]]
         print(f"{'total':>8} {'':>6} {'':>6} {totals[0]:>6.2f} {totals[1]:>6.2f} {totals[1] / totals[0]:>5.2f}")
         if not args.no_default:
             out = fresh(tmp)
-            seconds = best(1, default_run, out, progress=False)
+            seconds = best(1, default_run, out)
             size = sum(p.stat().st_size for p in out.iterdir())
             print(f"default_run: {len(MOLECULES)} molecules x {DEFAULT_VARIANTS} variants in "
-                  f"{seconds:.1f} s, {size / 1e6:.0f} MB written")
+                  f"{seconds:.2f} s, {size / 1e3:.1f} kB written (the frames are made on the workers)")
 
 
 if __name__ == "__main__":

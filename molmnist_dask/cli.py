@@ -49,8 +49,11 @@ def _integer(text: str) -> int:
 
 
 def _grid_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=_positive_int, help="pixels per side (default 200)")
-    p.add_argument("--extent", type=_positive_float, help="field of view, angstrom")
+    p.add_argument("--size", type=_positive_int,
+                   help="pixels per side (default: the run file's, else 200)")
+    p.add_argument("--extent", type=_positive_float,
+                   help="field of view, angstrom (default: the run file's, else one that holds "
+                        "every molecule; 90 for the cellulose fibrils)")
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -58,7 +61,11 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
                    help="'local' (default), 'slurm' (dask-jobqueue) or a scheduler address")
     p.add_argument("--scheduler-file", help="JSON file of a running scheduler (dask scheduler --scheduler-file)")
     p.add_argument("--workers", type=_positive_int, help="workers of a local cluster (default: one per core)")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="Slurm batch jobs (with --cluster slurm)")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="Slurm batch jobs (with --cluster slurm; default 1)")
+    p.add_argument("--cores", type=_positive_int,
+                   help="cores per Slurm job (default: jobqueue.slurm.cores of ~/.config/dask/jobqueue.yaml)")
+    p.add_argument("--memory", help="memory per Slurm job, e.g. 400GB "
+                                    "(default: jobqueue.slurm.memory of ~/.config/dask/jobqueue.yaml)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,12 +74,15 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     b = sub.add_parser("build", help="render a dataset from a run file (default: Molecular-MNIST)")
-    b.add_argument("run", nargs="?", help="TOML run file; without one, the cellulose Molecular-MNIST")
+    b.add_argument("run", nargs="?", help="TOML run file; without one, Molecular-MNIST: the ten "
+                                          "cellulose fibrils x 2000 variants at 200 x 200 px")
     b.add_argument("-o", "--output", required=True, help="output store folder, or a .nc file")
     _grid_args(b)
-    b.add_argument("--variants", type=_positive_int, help="frames per molecule, evenly spread")
-    b.add_argument("--oversampling", type=_positive_int, help="zero-padding factor of the transform")
-    b.add_argument("--center", choices=["geometry", "electrons", "none"])
+    b.add_argument("--variants", type=_positive_int,
+                   help="frames per molecule, evenly spread (default: the run file's, else every "
+                        "frame; 2000 for Molecular-MNIST)")
+    b.add_argument("--oversampling", type=_positive_int, help="zero-padding factor of the transform (default 1)")
+    b.add_argument("--center", choices=["geometry", "electrons", "none"], help="centring (default geometry)")
     b.add_argument("--block-size", type=_positive_int, help="frames per task (default automatic)")
     b.add_argument("--scattering", choices=["electrons", "form_factors"],
                    help="what atoms scatter: Z (default) or X-ray form factors f0(|q|)")
@@ -85,24 +95,27 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--orientation-seed", type=_integer, help="seed of the random orientations (default 0)")
     b.add_argument("--orientations-per-frame", type=_positive_int,
                    help="random orientations of each frame (variants = frames x K)")
-    b.add_argument("--seed", type=_integer, default=0, help="seed of the cellulose variants (default run)")
-    b.add_argument("--synth-dir", help="where the default run's trajectories go "
-                                       "(default: molmnist-cellulose beside the output)")
+    b.add_argument("--seed", type=_integer, default=0,
+                   help="seed of the cellulose variants, without a run file (default 0)")
+    b.add_argument("--synth-dir", help="folder for the ten small .cellvar files and run.toml of "
+                                       "Molecular-MNIST (default: molmnist-cellulose/"
+                                       "V-variants-seed-S beside the output)")
     b.add_argument("--part-frames", type=_positive_int,
                    help="most frames per part file and save task (default: the molmnist.part-frames "
                         "setting, 2000, fewer when workers would idle)")
     b.add_argument("--check", choices=["quick", "full"], default="quick",
-                   help="how finished parts of a resumed build are checked")
+                   help="how finished parts of a resumed build are checked (default quick)")
     _cluster_args(b)
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("synth", help="write the cellulose fibrils' variant trajectories and a run file")
+    s = sub.add_parser("synth", help="write the cellulose fibrils as PDB + DCD files (for VMD...) and a run file")
     s.add_argument("-o", "--output", required=True, help="folder for the trajectories")
-    s.add_argument("--variants", type=_positive_int, help="variants per molecule")
-    s.add_argument("--seed", type=_integer, default=0)
+    s.add_argument("--variants", type=_positive_int, default=2000,
+                   help="variants per molecule (default 2000: 6.6 GB for all ten; 100 makes 0.3 GB)")
+    s.add_argument("--seed", type=_integer, default=0, help="seed of the variants (default 0)")
     s.add_argument("--molecules", help="comma-separated names (default: all ten)")
     _grid_args(s)
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="summarise a store or .nc file")
     i.add_argument("path")
@@ -114,13 +127,15 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("consolidate", help="write a store as one NetCDF file")
     c.add_argument("store")
     c.add_argument("output", help="the .nc file to write")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     pl = sub.add_parser("plot", help="the paper's figures from a dataset")
     pl.add_argument("path")
     pl.add_argument("-o", "--output", required=True, help="folder for the PNG and PDF figures")
     pl.add_argument("--split", type=_positive_float, help="low/high frequency split, cycles per angstrom")
-    pl.add_argument("--rows", type=_positive_int, default=5, help="variants shown per molecule")
+    pl.add_argument("--rows", type=_positive_int, default=5, help="variants shown per molecule (default 5)")
+    pl.add_argument("--qmax", type=_positive_float,
+                    help="crop the diffraction gallery to |q| <= QMAX, cycles per angstrom (default: all)")
     return top
 
 
@@ -130,12 +145,17 @@ def _build(args) -> None:
     from .config import load_run_file
 
     if args.run is None:
-        from .cellulose import default_run
+        from .cellulose import DEFAULT_VARIANTS, default_run
 
+        # Molecular-MNIST: ten small .cellvar files; the workers make the frames. The folder is
+        # named by what decides its files, so builds of other sizes beside this one never clash.
+        variants = args.variants or DEFAULT_VARIANTS
         synth_dir = Path(args.synth_dir) if args.synth_dir else \
-            Path(args.output).resolve().parent / "molmnist-cellulose"
-        synth = {k: getattr(args, k) for k in ("variants", "size", "extent") if getattr(args, k) is not None}
-        run_file = default_run(synth_dir, seed=args.seed, progress=not args.no_progress, **synth)
+            Path(args.output).resolve().parent / "molmnist-cellulose" / f"{variants}-variants-seed-{args.seed}"
+        try:
+            run_file = default_run(synth_dir, variants=variants, seed=args.seed)
+        except InputError as err:
+            raise InputError(f"{err} (--synth-dir chooses the folder)") from None
     else:
         run_file = args.run
     config = load_run_file(run_file)
@@ -150,6 +170,7 @@ def _build(args) -> None:
     kwargs = {"n_workers": args.workers} if where in (None, "local") and args.workers else {}
     if where == "slurm":
         kwargs["jobs"] = args.jobs
+        kwargs.update({k: getattr(args, k) for k in ("cores", "memory") if getattr(args, k) is not None})
     ds = build_dataset(config.sources, options)
     with connect(where, **kwargs):
         out = save_dataset(ds, args.output, progress=not args.no_progress, check=args.check,
@@ -195,6 +216,8 @@ def _plot(args) -> None:
     from .plot import plot_all
 
     kwargs = {"split": args.split} if args.split else {}
+    if args.qmax:
+        kwargs["qmax"] = args.qmax
     for path in plot_all(args.path, args.output, rows=args.rows, **kwargs):
         print(f"wrote {path}")
 
@@ -216,7 +239,10 @@ def main(argv=None) -> int:
         print(f"molmnist: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("molmnist: interrupted; run the same command again to resume", file=sys.stderr)
+        from .cluster import quiet
+
+        quiet()  # what a closing cluster logs after Ctrl-C is noise beside this one line
+        print("molmnist: interrupted; run the same command again to resume", file=sys.stderr, flush=True)
         return 130
     finally:
         warnings.formatwarning = formatwarning

@@ -6,8 +6,12 @@ link. `connect` is the same as a context manager that closes what it started and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import threading
+import time
 from contextlib import contextmanager
 
 from .errors import InputError
@@ -16,7 +20,8 @@ CONNECT_TIMEOUT = "10s"
 
 
 def _say(client, how: str) -> None:
-    link = getattr(client, "dashboard_link", None)
+    # distributed prints a link even when it cannot serve the page (no bokeh>=3.1)
+    link = getattr(client, "dashboard_link", None) if _has_bokeh() else None
     print(f"dask: {how}; dashboard: {link}" if link else f"dask: {how}", flush=True)
 
 
@@ -50,11 +55,39 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **k
 
     _worker_malloc()
     n_workers = n_workers or max(1, (os.cpu_count() or 1) // threads_per_worker)
-    kwargs.setdefault("dashboard_address", ":0")
+    kwargs.setdefault("dashboard_address", ":0" if _has_bokeh() else None)
     # A failing task reaches the caller as its own exception; the workers' log lines about it
     # would bury the one-line error under a dozen.
     kwargs.setdefault("silence_logs", logging.CRITICAL)
+    # Ctrl-C at a terminal goes to the whole process group: each worker would die with its
+    # own traceback (60 lines for two) before the client's one-line message. Workers load
+    # this module, whose `dask_setup` makes them ignore SIGINT; the client alone handles it
+    # and closes the cluster, which stops the workers.
+    kwargs.setdefault("preload", [__name__])
     return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)
+
+
+def dask_setup(worker) -> None:
+    """Worker preload (see `local_cluster`): ignore SIGINT, which the client handles."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _has_bokeh() -> bool:
+    """Whether the dashboard can be served (distributed needs bokeh>=3.1 for it)."""
+    try:
+        from importlib.metadata import version
+
+        major, minor = (int(x) for x in version("bokeh").split(".")[:2])
+        return (major, minor) >= (3, 1)
+    except Exception:  # not installed, or an odd version string
+        return False
+
+
+def quiet() -> None:
+    """Silence distributed's loggers: after Ctrl-C, closing a cluster logs what it cancels."""
+    for name in ("distributed", "tornado", "asyncio", "dask_jobqueue"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def slurm_cluster(jobs: int = 1, **kwargs):
@@ -70,19 +103,61 @@ def slurm_cluster(jobs: int = 1, **kwargs):
         from dask_jobqueue import SLURMCluster
     except ImportError:  # pragma: no cover - a dependency, but say what to install
         raise InputError("the Slurm cluster needs dask-jobqueue: pip install 'molmnist-dask[nersc]'") from None
+    _check_slurm_config(kwargs)
     cluster = SLURMCluster(**kwargs)
     cluster.scale(jobs=jobs)
     return cluster
+
+
+def _check_slurm_config(kwargs: dict) -> None:
+    """Cores and memory per job must be set somewhere: say where, rather than a traceback."""
+    import dask
+
+    missing = [key for key in ("cores", "memory")
+               if kwargs.get(key) is None and dask.config.get(f"jobqueue.slurm.{key}", None) is None]
+    if missing:
+        keys = " and ".join(f"jobqueue.slurm.{key}" for key in missing)
+        flags = " and ".join(f"--{key}" for key in missing)
+        raise InputError(f"--cluster slurm needs {' and '.join(missing)} per job: set {keys} in "
+                         f"~/.config/dask/jobqueue.yaml (see deploy/nersc/jobqueue.yaml) or give {flags}")
+
+
+def read_scheduler_file(path, wait: float = 5.0) -> str:
+    """The scheduler address in a scheduler file (``dask scheduler --scheduler-file``).
+
+    A file that is not valid JSON yet may be being written: it is read again for ``wait``
+    seconds before it is an `InputError`, as is one without an address.
+    """
+    if not os.path.exists(path):
+        raise InputError(f"scheduler file not found: {path}")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path) as handle:
+                info = json.load(handle)
+            break
+        except (ValueError, UnicodeDecodeError):
+            if time.monotonic() > deadline:
+                raise InputError(f"scheduler file {path} is not valid JSON (is the scheduler still "
+                                 "starting? wait until it has written the file)") from None
+            time.sleep(0.25)
+        except OSError as err:
+            raise InputError(f"cannot read scheduler file {path} ({err.strerror or err})") from None
+    address = info.get("address") if isinstance(info, dict) else None
+    if not isinstance(address, str) or "://" not in address:
+        raise InputError(f"scheduler file {path} holds no scheduler address (not written by "
+                         "dask scheduler --scheduler-file?)")
+    return address
 
 
 def _client(address=None, scheduler_file=None):
     from distributed import Client
 
     where = scheduler_file or address
-    if scheduler_file and not os.path.exists(scheduler_file):
-        raise InputError(f"scheduler file not found: {scheduler_file}")
+    if scheduler_file:
+        address = read_scheduler_file(scheduler_file)
     try:
-        return Client(address, scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT)
+        return Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as err:
         raise InputError(f"cannot reach the dask scheduler at {where} within {CONNECT_TIMEOUT}: "
                          f"{' '.join(str(err).split())[:200]}") from None
@@ -154,6 +229,9 @@ def connect(where: str | None = None, **kwargs):
     client = get_client(where, **kwargs)
     try:
         yield client
+    except KeyboardInterrupt:
+        quiet()
+        raise
     finally:
         if client is not before:
             cluster = getattr(client, "cluster", None)

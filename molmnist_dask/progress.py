@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dask
+from dask.callbacks import Callback
 
 
 def active_client():
@@ -15,30 +16,66 @@ def active_client():
         return None
 
 
-def compute_with_progress(tasks, *, progress: bool = True, desc: str = "", local: bool = False) -> list:
+def compute_with_progress(tasks, *, progress: bool = True, desc: str = "", local: bool = False,
+                          weights=None, unit: str = "task") -> list:
     """Compute delayed ``tasks``; their results are small, so gathering them is cheap.
 
     With a distributed client the tasks run on the cluster and the bar advances as each one
-    finishes; otherwise dask's local scheduler runs them under a tqdm callback.
+    finishes; otherwise dask's local scheduler runs them.
+
+    Parameters
+    ----------
+    tasks : list of dask.delayed.Delayed
+    progress : bool
+        Show a bar.
+    desc : str
+        The bar's label.
+    local : bool
+        Run on dask's local scheduler even when a client is active.
+    weights : sequence of int, optional
+        What each task counts for on the bar (the frames of a part, say); one each by default.
+    unit : str
+        What the bar counts ("frame"): its total is the sum of ``weights``.
+
+    Returns
+    -------
+    list
+        The tasks' results, in the order of ``tasks``.
     """
     from tqdm.auto import tqdm
 
+    weights = [1] * len(tasks) if weights is None else [int(w) for w in weights]
+    if len(weights) != len(tasks):
+        raise ValueError(f"{len(weights)} weights for {len(tasks)} tasks")
+    bar = dict(total=sum(weights), desc=desc, unit=unit, disable=not progress, mininterval=0.5)
     client = None if local else active_client()
     if client is None:
-        if not progress:
-            return list(dask.compute(*tasks))
-        from tqdm.dask import TqdmCallback
-
-        with TqdmCallback(desc=desc, mininterval=0.5):
+        with tqdm(**bar) as tq, _Advance({t.key: w for t, w in zip(tasks, weights)}, tq.update):
             return list(dask.compute(*tasks))
     from distributed import as_completed
 
     futures = client.compute(tasks)
-    results = []
+    weight = {f.key: w for f, w in zip(futures, weights)}
+    done = {}
     try:
-        for future in tqdm(as_completed(futures), total=len(futures), desc=desc,
-                           disable=not progress, mininterval=0.5):
-            results.append(future.result())
+        with tqdm(**bar) as tq:
+            for future in as_completed(futures):
+                done[future.key] = future.result()
+                tq.update(weight[future.key])
     finally:
         client.cancel(futures)
-    return results
+    return [done[f.key] for f in futures]
+
+
+class _Advance(Callback):
+    """A local-scheduler callback that advances a bar by each finished task's weight."""
+
+    def __init__(self, weights: dict, update):
+        super().__init__()
+        self._weights = weights
+        self._update = update
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        weight = self._weights.get(key)
+        if weight:
+            self._update(weight)

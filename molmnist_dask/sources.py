@@ -6,8 +6,12 @@ Universe themselves (once per worker thread, cached); no Universe is pickled fro
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
+import sys
 import threading
+import traceback
 import warnings
 from dataclasses import dataclass, field
 
@@ -98,23 +102,54 @@ def open_universe(source: TrajectorySource):
 
 
 def _open(source: TrajectorySource):
-    import MDAnalysis as mda
-
     for path in source.files:
         if not os.path.exists(path):
             raise InputError(f"molecule '{source.name}': file not found: {path}")
         if not os.access(path, os.R_OK) or os.path.isdir(path):
             raise InputError(f"molecule '{source.name}': cannot read file: {path}")
+    if any(path.endswith(".cellvar") for path in source.files):
+        from .cellulose import virtual  # noqa: F401  registers the format with MDAnalysis
     trajectory = list(source.trajectory)
-    args = [source.topology] + ([trajectory] if len(trajectory) > 1 else trajectory)
+    universe = _universe([source.topology] + ([trajectory] if len(trajectory) > 1 else trajectory),
+                         source)
+    if not hasattr(universe, "trajectory"):  # MDAnalysis raises AttributeError, hence hasattr
+        raise InputError(f"molecule '{source.name}': {source.topology} holds no coordinates; "
+                         "give the trajectory files that go with it")
+    return universe
+
+
+def _universe(args: list, source: TrajectorySource):
+    """``mda.Universe(*args)``; what MDAnalysis cannot read is one InputError, and nothing more.
+
+    A reader that fails in its constructor leaves a half-made object whose ``__del__`` fails
+    again ("Exception ignored in ... ReaderBase.__del__"): its frames are cleared here, while
+    that one message is filtered, so that it is collected now and says nothing.
+    """
+    import MDAnalysis as mda
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_quiet_reader_del, hook)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return mda.Universe(*args)
-    except Exception as err:  # MDAnalysis raises ValueError, TypeError, OSError, EOFError ...
-        files = " + ".join(source.files)
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(f"molecule '{source.name}': MDAnalysis cannot read {files}: {reason}") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return mda.Universe(*args)
+        except Exception as err:  # MDAnalysis raises ValueError, TypeError, OSError, EOFError ...
+            reason = " ".join(str(err).split()) or type(err).__name__
+            traceback.clear_frames(err.__traceback__)
+            del err
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    files = " + ".join(source.files)
+    raise InputError(f"molecule '{source.name}': MDAnalysis cannot read {files}: {reason}")
+
+
+def _quiet_reader_del(hook, unraisable) -> None:
+    """An unraisablehook that drops failures of MDAnalysis readers' ``__del__``."""
+    if getattr(unraisable.object, "__qualname__", "").endswith("Base.__del__"):
+        return
+    hook(unraisable)
 
 
 def selected(source: TrajectorySource):

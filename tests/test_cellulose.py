@@ -163,12 +163,25 @@ def test_twist_without_noise_is_exact():
 
 
 def test_thermal_displacement_has_the_asked_amplitude():
-    fibril = build_fibril("5x5")
+    fibril = build_fibril("9x9")
     moved = variant_positions(fibril, 0, 3, seed=1, atom_sigma=0.3, chain_sigma=0.2)
+    assert moved.dtype == np.float32    # what a DCD stores: the files hold exactly these numbers
     shift = moved - fibril.positions
-    assert shift.std(axis=0) == pytest.approx([math.hypot(0.3, 0.2)] * 3, rel=0.03)
     per_chain = np.array([shift[fibril.atom_chain == c].mean(axis=0) for c in range(fibril.n_chains)])
-    assert per_chain.std() == pytest.approx(0.2, rel=0.25)
+    own = shift - per_chain[fibril.atom_chain]
+    assert own.std(axis=0) == pytest.approx([0.3] * 3, rel=0.02)
+    assert per_chain.std() == pytest.approx(0.2, rel=0.2)        # 243 draws
+    assert shift.std() == pytest.approx(math.hypot(0.3, 0.2), rel=0.1)
+
+
+def test_quantised_normals_are_standard():
+    from molmnist_dask.cellulose.variants import gaussians, normal_table
+
+    table = normal_table().astype(np.float64)
+    assert table.mean() == pytest.approx(0, abs=1e-6) and table.std() == pytest.approx(1, abs=2e-5)
+    draws = gaussians(np.random.default_rng(0), (3, 200_000), 2.0)
+    assert draws.dtype == np.float32 and draws.shape == (3, 200_000)
+    assert draws.mean() == pytest.approx(0, abs=0.01) and draws.std() == pytest.approx(2, rel=0.005)
 
 
 @pytest.fixture(scope="module")
@@ -215,15 +228,14 @@ def test_default_extent_holds_the_largest_fibril_at_its_most_twisted():
 
 # -- synthesis -------------------------------------------------------------------------------------
 
-def test_default_run_writes_all_ten_that_read_back(tmp_path):
+def test_synthesis_of_all_ten_reads_back(tmp_path):
     from molmnist_dask.config import load_run_file
 
-    run_file = default_run(tmp_path, variants=2, size=64, progress=False)
+    run_file = synthesize(tmp_path, variants=2, size=64, progress=False)
     assert run_file == tmp_path / "run.toml"
     run = load_run_file(run_file)
     assert [s.name for s in run.sources] == list(MOLECULES)
-    assert run.options["variants"] == 2 and run.options["size"] == 64
-    assert run.options["extent"] == DEFAULT_EXTENT
+    assert (run.options.variants, run.options.size, run.options.extent) == (2, 64, DEFAULT_EXTENT)
     for name in MOLECULES:
         u = universe(tmp_path, name)
         chains = CHAINS[name]
@@ -234,8 +246,99 @@ def test_default_run_writes_all_ten_that_read_back(tmp_path):
     assert record["config"]["variants"] == 2 and [m["name"] for m in record["molecules"]] == list(MOLECULES)
     # a rerun finds everything there and rewrites nothing
     stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.dcd")}
-    default_run(tmp_path, variants=2, size=64, progress=False)
+    synthesize(tmp_path, variants=2, size=64, progress=False)
     assert stamps == {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.dcd")}
+    assert not list(tmp_path.glob(".*"))        # no lock, no temporary file left
+
+
+# -- the default run: variants made on the workers ---------------------------------------------------
+
+def test_default_run_is_the_papers_dataset_in_a_few_small_files(tmp_path):
+    from molmnist_dask.config import load_run_file
+
+    run_file = default_run(tmp_path)
+    run = load_run_file(run_file)
+    assert [s.name for s in run.sources] == list(MOLECULES)
+    options = run.options
+    assert (options.variants, options.size, options.extent) == (2000, 200, DEFAULT_EXTENT)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{m}.cellvar" for m in MOLECULES] + ["run.toml"])
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 10_000
+    u = quiet_universe(run.sources[7].topology, run.sources[7].trajectory[0])
+    assert u.atoms.n_atoms == 68283 and len(u.trajectory) == 2000
+    assert set(u.atoms.elements) == {"C", "H", "O"} and len(u.segments) == 81
+    # the same run again changes nothing; another configuration in the same folder is refused
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.suffix == ".cellvar"}
+    default_run(tmp_path)
+    assert before == {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.suffix == ".cellvar"}
+    with pytest.raises(InputError, match="2x2.cellvar"):
+        default_run(tmp_path, variants=10)
+
+
+def quiet_universe(*files):
+    import MDAnalysis as mda
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mda.Universe(*files)
+
+
+def _frames(files, variants):
+    """Every frame of a Universe (in whatever process this runs), as raw float32 bits."""
+    import molmnist_dask.cellulose  # noqa: F401  registers .cellvar
+
+    u = quiet_universe(*files)
+    return np.stack([ts.positions.copy() for ts in u.trajectory]), u.atoms.n_atoms
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """The same variants twice: synthesised as PDB + DCD, and as .cellvar files."""
+    from molmnist_dask.cellulose import write_sources
+
+    root = tmp_path_factory.mktemp("both")
+    names = ["2x2", "9x9", "hex36"]
+    synthesize(root / "dcd", variants=4, seed=5, molecules=names, progress=False)
+    virtual = write_sources(root / "virtual", 4, seed=5, molecules=names)
+    return root, names, virtual
+
+
+def test_worker_made_frames_equal_the_dcd_frames_bit_for_bit(both, client):
+    root, names, virtual = both
+    for name, source in zip(names, virtual):
+        made, n = client.submit(_frames, source.files, 4, pure=False).result()
+        read, _ = _frames([str(root / "dcd" / f"{name}.pdb"), str(root / "dcd" / f"{name}.dcd")], 4)
+        assert made.shape == read.shape == (4, n, 3) and made.dtype == read.dtype == np.float32
+        assert made.tobytes() == read.tobytes(), name
+
+
+def test_a_build_from_the_variants_equals_a_build_from_the_dcds(both, client):
+    import molmnist_dask as mm
+
+    root, names, virtual = both
+    from_dcd = [mm.TrajectorySource(n, str(root / "dcd" / f"{n}.pdb"), str(root / "dcd" / f"{n}.dcd"))
+                for n in names]
+    a = mm.build_dataset(from_dcd, size=64, extent=DEFAULT_EXTENT, variants=4).compute()
+    b = mm.build_dataset(virtual, size=64, extent=DEFAULT_EXTENT, variants=4).compute()
+    for var in ("shape", "diffraction", "lost_atoms", "lost_electrons", "frame", "label"):
+        assert np.array_equal(a[var].values, b[var].values), var
+    assert list(a.molecule.values) == list(b.molecule.values) == names
+    assert float(a["shape"].sum()) > 0
+
+
+@pytest.mark.parametrize("content, named", [
+    ("not json", "not a cellulose variants file"),
+    ('{"kind": "molmnist-cellulose-variants", "version": 1, "molecule": "10x10", "variants": 3, '
+     '"seed": 0, "twist_max": 3.0, "atom_sigma": 0.1, "chain_sigma": 0.1, "residues": 40}', "10x10"),
+    ('{"kind": "molmnist-cellulose-variants", "version": 1, "molecule": "2x2"}', "lacks variants"),
+])
+def test_a_bad_cellvar_file_is_one_line(tmp_path, content, named):
+    import molmnist_dask as mm
+
+    path = tmp_path / "x.cellvar"
+    path.write_text(content)
+    with pytest.raises(InputError) as err:
+        mm.build_dataset([mm.TrajectorySource("x", str(path), str(path))], size=16, extent=90.0)
+    assert named in str(err.value) and "\n" not in str(err.value)
 
 
 def test_another_configuration_is_refused(tmp_path):
@@ -290,3 +393,30 @@ def test_bad_input_names_the_option(tmp_path, options, option):
         synthesize(tmp_path, progress=False, **options)
     assert option in str(err.value) and "\n" not in str(err.value)
     assert not any(tmp_path.iterdir())
+
+
+# -- synth is safe --------------------------------------------------------------------------------
+
+def test_two_concurrent_syntheses_never_leave_a_corrupt_file(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    out = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "molmnist_dask.cli", "synth", "-o", str(out), "--variants", "6",
+           "--molecules", "2x2,9x9", "--no-progress"]
+    runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=cli_env()) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in runs]
+    assert any(rc == 0 for rc, _ in results), results
+    for rc, err in results:
+        if rc != 0:     # refused: one line, exit 2, naming the other synthesis
+            assert rc == 2 and err.count("\n") == 1 and "another synthesis" in err, err
+    fibril = build_fibril("9x9")
+    u = universe(out, "9x9")
+    for ts in u.trajectory:
+        assert ts.positions.tobytes() == variant_positions(fibril, ts.frame, 6).tobytes()
+    assert len(u.trajectory) == 6
+    assert sorted(p.name for p in out.iterdir()) == ["2x2.dcd", "2x2.pdb", "9x9.dcd", "9x9.pdb",
+                                                     "run.toml", "synth.json"]

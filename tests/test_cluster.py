@@ -141,3 +141,124 @@ def test_connect_uses_the_active_client_and_leaves_it_open(client, capsys):
         assert c is client
         assert "active client" in capsys.readouterr().out
     assert client.status == "running"
+
+
+# -- errors through the CLI: one line on stderr, exit 2 (issue 10) -----------------------------------
+
+def molmnist(*args, env=None, timeout=300):
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    return subprocess.run([sys.executable, "-m", "molmnist_dask.cli", *map(str, args)], capture_output=True,
+                          text=True, env={**cli_env(), **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def adk_run(md, tmp_path_factory):
+    from molmnist_dask.config import write_run_file
+
+    root = tmp_path_factory.mktemp("run")
+    return write_run_file(root / "adk.toml", [TrajectorySource("adk", md.PSF, md.DCD)],
+                          grid={"size": 16, "extent": 80.0}, options={"variants": 2})
+
+
+def assert_one_line(result, *named):
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("molmnist: error: "), result.stderr
+    for text in named:
+        assert text in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("flags, named", [
+    ([], ["jobqueue.slurm.cores", "jobqueue.slurm.memory", "--cores", "--memory", "jobqueue.yaml"]),
+    (["--cores", "4"], ["jobqueue.slurm.memory", "--memory"]),
+])
+def test_slurm_without_cores_or_memory(adk_run, tmp_path, flags, named):
+    empty = tmp_path / "dask-config"   # no ~/.config/dask/jobqueue.yaml of this machine
+    empty.mkdir()
+    result = molmnist("build", adk_run, "-o", tmp_path / "out", "--cluster", "slurm", *flags,
+                      "--no-progress", env={"DASK_CONFIG": str(empty)})
+    assert_one_line(result, *named)
+    if flags:
+        assert "jobqueue.slurm.cores" not in result.stderr
+
+
+@pytest.mark.parametrize("content, named", [
+    ("{\"type\": \"Scheduler\", \"addr", "not valid JSON"),      # cut short: still being written
+    ("[1, 2]", "no scheduler address"),
+    ("{\"type\": \"Scheduler\"}", "no scheduler address"),
+])
+def test_a_bad_scheduler_file(adk_run, tmp_path, content, named):
+    path = tmp_path / "scheduler.json"
+    path.write_text(content)
+    start = time.monotonic()
+    result = molmnist("build", adk_run, "-o", tmp_path / "out", "--scheduler-file", path, "--no-progress")
+    assert_one_line(result, named, str(path))
+    assert time.monotonic() - start < 30
+
+
+def test_a_topology_without_coordinates(md, tmp_path):
+    run = tmp_path / "run.toml"
+    run.write_text(f'[[molecule]]\nname = "adk"\ntopology = "{md.PSF}"\ntrajectory = []\n')
+    assert_one_line(molmnist("build", run, "-o", tmp_path / "out", "--no-progress"),
+                    "holds no coordinates", "adk.psf")
+
+
+@pytest.mark.parametrize("suffix", ["dcd", "xtc"])
+def test_an_unreadable_trajectory_says_one_line_and_nothing_more(md, tmp_path, suffix):
+    bad = tmp_path / f"bad.{suffix}"
+    bad.write_text("this is a text file, not a trajectory\n" * 20)
+    top = md.PSF if suffix == "dcd" else md.GRO
+    run = tmp_path / "run.toml"
+    run.write_text(f'[[molecule]]\nname = "x"\ntopology = "{top}"\ntrajectory = ["{bad}"]\n')
+    result = molmnist("build", run, "-o", tmp_path / "out", "--no-progress")
+    assert_one_line(result, "cannot read", str(bad))
+    assert "Exception ignored" not in result.stderr
+
+
+def test_ctrl_c_ends_with_one_line(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    cmd = [sys.executable, "-m", "molmnist_dask.cli", "build", "-o", str(tmp_path / "out"),
+           "--variants", "300", "--workers", "2", "--no-progress"]
+    # a session of its own: Ctrl-C at a terminal signals the whole process group, workers included
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(), start_new_session=True, cwd=tmp_path)
+    try:
+        assert proc.stdout.readline().startswith("dask: local cluster")
+        time.sleep(3)  # the workers are rendering
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert err == "molmnist: interrupted; run the same command again to resume\n", err
+
+
+# -- the progress bar counts what it says ------------------------------------------------------------
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_progress_counts_frames_not_tasks(cluster, capsys, on_cluster):
+    from distributed import Client
+
+    from molmnist_dask.progress import compute_with_progress
+
+    tasks = [dask.delayed(lambda i: i * i, pure=True)(i) for i in range(4)]
+    frames = [209, 209, 209, 7]
+    if on_cluster:
+        with Client(cluster):
+            results = compute_with_progress(tasks, desc="build", weights=frames, unit="frame")
+    else:
+        with dask.config.set(scheduler="sync"):
+            results = compute_with_progress(tasks, desc="build", weights=frames, unit="frame")
+    assert results == [0, 1, 4, 9]        # in the order of the tasks, whatever order they finish
+    err = capsys.readouterr().err
+    assert "634/634" in err and "frame" in err, err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import dask
+import numpy as np
 import pytest
 from conftest import adk_store
 
@@ -77,3 +79,62 @@ def test_plot_all_on_a_netcdf_file(store, tmp_path):
     nc = mm.consolidate(store, tmp_path / "one.nc", progress=False)
     written = plot.plot_all(nc, tmp_path / "figs", rows=2)
     assert len(written) == 6 and all(p.stat().st_size > 0 for p in written)
+
+
+# -- issue 10: figures a reader can use ------------------------------------------------------------
+
+def test_no_molecule_hides_under_another(store, tmp_path):
+    fig = plot.distribution_figure(mm.open_dataset(store))
+    main = fig.axes[0]
+    markers = [c.get_paths()[0].vertices.tobytes() for c in main.collections]
+    assert len(set(markers)) == len(markers) == 3            # a shape of its own each
+    assert all(len(c.get_facecolors()) == 0 or c.get_facecolors()[:, 3].max() == 0
+               for c in main.collections)                     # hollow: outlines show through
+    assert not main.child_axes                                # apart: no inset needed
+    # two molecules on top of each other (as 6x6 and hex36): shown again, magnified
+    same = adk_store(tmp_path / "same", {"adk": "all", "protein": "protein", "ca": "name CA"},
+                     size=32, variants=7)
+    fig = plot.distribution_figure(mm.open_dataset(same))
+    inset, = fig.axes[0].child_axes
+    assert len(inset.collections) == 2 and inset.get_title() == "adk and protein, magnified"
+
+
+def test_diffraction_gallery_crops_to_qmax(store, tmp_path, capsys):
+    ds = mm.open_dataset(store)
+    full = plot.diffraction_gallery(ds, rows=2)
+    crop = plot.diffraction_gallery(ds, rows=2, qmax=0.1)
+    shown = crop.axes[0].get_images()[0].get_array().shape
+    assert shown[0] < full.axes[0].get_images()[0].get_array().shape[0]
+    assert shown[0] == int((np.abs(ds.qy.values) <= 0.1).sum())
+    with pytest.raises(InputError, match="qmax"):
+        plot.diffraction_gallery(ds, rows=2, qmax=1e-9)
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    run = subprocess.run([sys.executable, "-m", "molmnist_dask.cli", "plot", str(store), "-o",
+                          str(tmp_path / "q"), "--rows", "2", "--qmax", "0.1"],
+                         capture_output=True, text=True, env=cli_env())
+    assert run.returncode == 0 and run.stdout.count("wrote ") == 6, run.stderr
+
+
+def test_rows_of_the_cellulose_fibrils_are_labelled_by_twist(tmp_path):
+    from molmnist_dask.cellulose import write_sources
+
+    sources = write_sources(tmp_path, 9, molecules=["2x2", "3x3"])
+    ds = mm.build_dataset(sources, size=16, extent=90.0, variants=5)
+    twists = plot.cellulose_twists(ds)
+    assert np.allclose(twists, [0, 0.75, 1.5, 2.25, 3.0])   # frames 0, 2, 4, 6, 8 of 9, up to 3 deg/nm
+    with dask.config.set(scheduler="sync"):
+        fig = plot.shape_gallery(ds.compute(), rows=3)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel().startswith("variant")]
+    assert labels == ["variant 0\n0.00\u00b0/nm twist", "variant 2\n1.50\u00b0/nm twist",
+                      "variant 4\n3.00\u00b0/nm twist"]
+
+
+def test_other_molecules_have_no_twist_labels(store):
+    ds = mm.open_dataset(store)
+    assert plot.cellulose_twists(ds) is None
+    fig = plot.shape_gallery(ds, rows=2)
+    assert all("twist" not in ax.get_ylabel() for ax in fig.axes)

@@ -134,3 +134,28 @@ def test_universe_is_opened_on_the_worker_from_paths(md):
 def test_frames_outside_the_range_are_never_read(md, made):
     ds = mm.build_dataset([TrajectorySource("nanmol", md.PSF, made.nan0, start=1)], size=16)
     assert np.isfinite(computed(ds)["shape"].values).all()
+
+
+def test_a_topology_without_coordinates_is_one_line(md):
+    import molmnist_dask as mm
+
+    for source in (mm.TrajectorySource("adk", md.PSF), mm.TrajectorySource("adk", md.PSF, [])):
+        with pytest.raises(InputError) as err:
+            mm.build_dataset([source], size=16, extent=80.0)
+        assert "holds no coordinates" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unreadable_trajectory_leaves_no_del_noise(md, made):
+    """MDAnalysis' half-made reader fails again in __del__; nothing of it reaches stderr."""
+    code = ("import molmnist_dask as mm, gc\n"
+            f"s = mm.TrajectorySource('x', {md.PSF!r}, {made.not_dcd!r})\n"
+            "try:\n    mm.build_dataset([s], size=16, extent=80.0)\n"
+            "except mm.InputError as e:\n    print(e)\n"
+            "gc.collect()\n")
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env())
+    assert "cannot read" in run.stdout and run.stderr == "", run.stderr

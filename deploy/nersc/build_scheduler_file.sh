@@ -3,21 +3,24 @@
 # scheduler-file pattern NERSC documents for Dask: a scheduler and the workers started by srun
 # inside the allocation, and `molmnist build` connecting to them through a JSON file on $SCRATCH.
 #
-#   sbatch -A mXXXX -N 4 -t 01:00:00 deploy/nersc/build_scheduler_file.sh RUN.toml OUT [SIZE]
+#   sbatch -A PROJECT -N 4 -t 01:00:00 deploy/nersc/build_scheduler_file.sh RUN.toml OUT [SIZE]
+#   sbatch -A PROJECT -N 1 -t 00:30:00 deploy/nersc/build_scheduler_file.sh default OUT [SIZE]
 #
-# RUN.toml, its trajectory files and OUT must be on a file system every node sees ($SCRATCH,
-# or CFS for the inputs). Re-submitting the same command resumes: blocks already in OUT are
+# PROJECT: your NERSC project (CPU allocation), as `iris` or `sacctmgr show assoc user=$USER`
+# lists it, e.g. m1234. RUN.toml "default" builds Molecular-MNIST (the ten cellulose fibrils
+# x 2,000 variants, made on the workers: no trajectory files). RUN.toml, its trajectory files
+# and OUT must be on a file system every node sees ($SCRATCH, or CFS for the inputs). Re-submitting the same command resumes: blocks already in OUT are
 # kept. Override the split of a node with WORKERS_PER_NODE / THREADS_PER_WORKER (see
 # jobqueue.yaml beside this file for why 64 x 2 is the default).
 #
 #SBATCH -J molmnist-build
 #SBATCH -C cpu
 #SBATCH -q regular
-#SBATCH -A mXXXX
 #SBATCH -N 4
 #SBATCH -t 01:00:00
 #SBATCH -o molmnist-build-%j.out
-# (the -A/-N/-t above are defaults: the same options on the sbatch command line win)
+# (-N/-t above are defaults: the same options on the sbatch command line win; give -A PROJECT
+# there, or add a line "#SBATCH -A PROJECT" here)
 set -euo pipefail
 
 RUN=${1:?usage: sbatch build_scheduler_file.sh RUN.toml OUT [SIZE]}
@@ -25,7 +28,7 @@ OUT=${2:?usage: sbatch build_scheduler_file.sh RUN.toml OUT [SIZE]}
 SIZE=${3:-1024}
 WORKERS_PER_NODE=${WORKERS_PER_NODE:-64}
 THREADS_PER_WORKER=${THREADS_PER_WORKER:-2}
-ENV_NAME=${MOLMNIST_ENV:-molmnist}   # TODO: your conda env with molmnist-dask installed
+ENV_NAME=${MOLMNIST_ENV:-molmnist}   # the conda env of the install step (deploy/nersc/README.md)
 # Perlmutter CPU node: 256 hardware threads, 512 GB of which ~480 GB for the workers (the
 # rest: OS, Lustre client, /tmp on tmpfs). Overridable to try the script on another cluster.
 CPUS_PER_NODE=${CPUS_PER_NODE:-256}
@@ -95,5 +98,6 @@ print(f"{len(client.scheduler_info()['workers'])} workers connected")
 EOF
 
 # The driver runs here, in the batch step on the first node: it only plans and submits.
-time molmnist build "$RUN" -o "$OUT" --size "$SIZE" --scheduler-file "$SCHEDULER_FILE"
+if [ "$RUN" = default ]; then RUN_ARGS=(); else RUN_ARGS=("$RUN"); fi
+time molmnist build "${RUN_ARGS[@]}" -o "$OUT" --size "$SIZE" --scheduler-file "$SCHEDULER_FILE"
 molmnist info "$OUT"

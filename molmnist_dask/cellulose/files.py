@@ -8,6 +8,7 @@ stamp). Frames are written one by one: memory does not grow with the number of v
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -108,11 +109,17 @@ def dcd_shape(path) -> tuple:
 
 
 def partial(path: Path) -> Path:
-    """The temporary name a file is written under: hidden, and with no usable suffix."""
-    return path.with_name(f".{path.name}.partial")
+    """A unique temporary name to write ``path`` under: hidden, with no usable suffix."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
 
 
-def publish(*paths: Path) -> None:
-    """Rename each path's temporary file to its final name, in order."""
-    for path in paths:
-        os.replace(partial(path), path)
+def publish(renames: dict) -> None:
+    """Rename each temporary file to its final name ({final: temporary}), in order."""
+    for path, tmp in renames.items():
+        os.replace(tmp, path)
+
+
+def remove_partials(folder: Path) -> None:
+    """Remove the temporary files a killed synthesis left in ``folder``."""
+    for path in Path(folder).glob(".*.partial"):
+        path.unlink(missing_ok=True)

@@ -23,20 +23,21 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..lock import StoreLock
 from . import files
 from .fibril import RESIDUES, build_fibril
 from .profiles import MOLECULES
 from .variants import ATOM_SIGMA, CHAIN_SIGMA, TWIST_MAX, twist_rate, variant_positions
 
-FORMAT_VERSION = 1
-DEFAULT_VARIANTS = 100    # the default build: ~10 s to write, ~10 s to render on 2 cores; the paper has 2000
+FORMAT_VERSION = 2   # 2: float32 variants from quantised normals (variants.py)
+DEFAULT_VARIANTS = 2000   # the paper's: the default build makes Molecular-MNIST as published
 DEFAULT_EXTENT = 90.0     # angstrom: the 9x9 fibril reaches 36.5 A from its axis, so 8 A to spare
 RECORD = "synth.json"
 RUN_FILE = "run.toml"
 CRYSTAL = "cellulose I-beta, COD 4114994 (Nishiyama, Langan & Chanzy 2002, JACS 124, 9074)"
 
 
-def synthesize(outdir, *, variants: int = 20, seed: int = 0, molecules=None,
+def synthesize(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, molecules=None,
                twist_max: float = TWIST_MAX, atom_sigma: float = ATOM_SIGMA,
                chain_sigma: float = CHAIN_SIGMA, size: int = 200, extent: float | None = None,
                progress: bool = True) -> Path:
@@ -81,24 +82,73 @@ def synthesize(outdir, *, variants: int = 20, seed: int = 0, molecules=None,
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"{outdir}: exists and is not a folder")
     outdir.mkdir(parents=True, exist_ok=True)
-    _check_record(outdir, config)
-    fibrils = {name: build_fibril(name) for name in names}
-    todo = [name for name in names if not _complete(outdir, fibrils[name], config)]
-    _write_molecules(outdir, [fibrils[name] for name in todo], config, progress)
-    run_file = _write_run_file(outdir, names, size, extent, variants)
-    _write_record(outdir, [fibrils[name] for name in names], config)
+    # the store's lock: a second synthesis into this folder is refused while this one lives
+    with StoreLock(outdir, what="synthesis"):
+        files.remove_partials(outdir)   # left by a synthesis that was killed
+        _check_record(outdir, config)
+        fibrils = {name: build_fibril(name) for name in names}
+        todo = [name for name in names if not _complete(outdir, fibrils[name], config)]
+        _write_molecules(outdir, [fibrils[name] for name in todo], config, progress)
+        unfinished = [name for name in names if not _complete(outdir, fibrils[name], config)]
+        if unfinished:  # the record vouches for whole files only
+            raise InputError(f"{outdir}: {', '.join(unfinished)} did not read back whole after "
+                             "writing; remove them and run again")
+        run_file = _write_run_file(outdir, names, size, extent, variants)
+        _write_record(outdir, [fibrils[name] for name in names], config)
     return run_file
 
 
 def default_run(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, size: int = 200,
-                extent: float | None = None, progress: bool = True) -> Path:
-    """Synthesise whatever of the default ten-molecule set ``outdir`` lacks; return its run file.
+                extent: float | None = None, progress: bool = False) -> Path:
+    """The run file of the default build: the ten fibrils' variants, made on the workers.
 
-    Same as `synthesize` with every molecule and the default amplitudes; molecules already
-    complete are kept.
+    Writes one small ``NAME.cellvar`` file per molecule (`molmnist_dask.cellulose.virtual`)
+    and ``run.toml`` into ``outdir``, and no trajectory: each worker makes the frames it
+    renders from (seed, molecule, variant). The dataset is the one a build from
+    `synthesize`'s DCD files of the same configuration makes, bit for bit.
+
+    Parameters
+    ----------
+    outdir : path-like
+        Folder for the few small files, created if missing. Files of another configuration
+        there are an `InputError`.
+    variants, seed : int
+        Variants per molecule (default the paper's 2,000) and the seed.
+    size : int
+        Image size recorded in the run file's [grid].
+    extent : float, optional
+        Field of view in angstrom; `DEFAULT_EXTENT` if omitted.
+    progress : bool
+        Unused (nothing takes long); kept for the signature of `synthesize`.
+
+    Returns
+    -------
+    pathlib.Path
+        The run file, ``outdir/run.toml``.
     """
-    return synthesize(outdir, variants=variants, seed=seed, size=size, extent=extent,
-                      progress=progress)
+    from ..config import write_run_file
+    from .virtual import write_sources
+
+    config = _config(variants, seed, TWIST_MAX, ATOM_SIGMA, CHAIN_SIGMA)
+    _check_grid(size, extent)
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir}: exists and is not a folder")
+    try:
+        sources = write_sources(outdir, config["variants"], seed=config["seed"])
+        extent = DEFAULT_EXTENT if extent is None else float(extent)
+        # a unique temporary name, then an atomic rename: builds sharing the folder never read
+        # a half-written run file
+        tmp = files.partial(outdir / RUN_FILE)
+        try:
+            write_run_file(tmp, sources, grid={"size": int(size), "extent": extent},
+                           options={"variants": config["variants"]})
+            os.replace(tmp, outdir / RUN_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as err:
+        raise InputError(f"{outdir}: cannot write the default run's files ({err.strerror or err})") from None
+    return outdir / RUN_FILE
 
 
 # -- input ---------------------------------------------------------------------------------------
@@ -219,13 +269,14 @@ def _write_molecule(outdir: Path, fibril, config: dict, advance) -> None:
             yield variant_positions(fibril, variant, n, **options)
             advance(1)
 
+    tmp = {path: files.partial(path) for path in (pdb, dcd)}
     try:
-        files.write_topology(u, files.partial(pdb), title=_stamp(fibril.name, config))
-        files.write_trajectory(u, files.partial(dcd), frames())
-        files.publish(pdb, dcd)
+        files.write_topology(u, tmp[pdb], title=_stamp(fibril.name, config))
+        files.write_trajectory(u, tmp[dcd], frames())
+        files.publish(tmp)
     finally:
-        for path in (pdb, dcd):
-            files.partial(path).unlink(missing_ok=True)
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
 
 
 def _remarks(fibril, config: dict) -> list:
@@ -249,8 +300,14 @@ def _write_run_file(outdir: Path, names: list, size: int, extent, variants: int)
     sources = [TrajectorySource(name, str(outdir / f"{name}.pdb"), str(outdir / f"{name}.dcd"))
                for name in names]
     extent = DEFAULT_EXTENT if extent is None else float(extent)
-    return Path(write_run_file(outdir / RUN_FILE, sources, grid={"size": int(size), "extent": extent},
-                               options={"variants": int(variants)}))
+    tmp = files.partial(outdir / RUN_FILE)
+    try:
+        write_run_file(tmp, sources, grid={"size": int(size), "extent": extent},
+                       options={"variants": int(variants)})
+        os.replace(tmp, outdir / RUN_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return outdir / RUN_FILE
 
 
 def _write_record(outdir: Path, fibrils: list, config: dict) -> None:
@@ -269,7 +326,7 @@ def _write_record(outdir: Path, fibrils: list, config: dict) -> None:
         "versions": {"molmnist_dask": __version__,
                      **{pkg: _version(pkg) for pkg in ("cellulose-modeler", "MDAnalysis", "numpy")}},
     }
-    tmp = outdir / f".{RECORD}.partial"
+    tmp = files.partial(outdir / RECORD)
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, outdir / RECORD)
 
