@@ -92,11 +92,12 @@ def save_dataset(ds: xr.Dataset, path, *, compression: dict | None = None, check
     config = configuration(ds)
     _make_dir(path)
     try:
-        with StoreLock(path):
+        with StoreLock(path) as lock:
             parts, done = _prepare(path, ds, config, part_frames, part_bytes)
             todo = _missing(path, parts, full=check == "full")
             if todo or not done:
                 results = _write_parts(ds, path, todo, compression, progress) if todo else []
+                lock.check()  # a build that stalled past its lease must not write the index
                 _finish(path, ds, parts, config, results)
     except (OSError, RuntimeError) as err:  # lock, index (a full disk...): resumable
         raise InputError(f"{path}: cannot write ({getattr(err, 'strerror', None) or err})") from None
@@ -209,7 +210,8 @@ def _write_parts(ds: xr.Dataset, root: Path, todo: list, compression: dict, prog
             return [_write_from_arrays(ds, root / part.name, part, _header(shared, _part_coords(ds, part)),
                                        image_attrs, compression) for part in todo]
         tasks = _tasks(ds, root, todo, compression)
-        return compute_with_progress(tasks, progress=progress, desc=f"build {root.name}")
+        return compute_with_progress(tasks, progress=progress, desc=f"build {root.name}",
+                                     weights=[part.size for part in todo], unit="frame")
     except OSError as err:
         raise InputError(f"{root}: cannot write parts ({err.strerror or err})") from None
 
