@@ -129,23 +129,32 @@ def _make_incomplete(store, n=1):
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(small, store):
+    from test_lock import holder
+
     _make_incomplete(store)
-    (store / ".lock").write_text(f"{socket.gethostname()} {_dead_pid()}")
+    proc = holder(store)  # a real build's lease, then the build dies
+    proc.kill()
+    proc.wait()
     save_sync(small.lazy, store)
     assert not (store / ".lock").exists()
     assert_same(mm.open_dataset(store), small.ref)
 
 
-@pytest.mark.parametrize("holder", ["this-host-live", "other-host"])
-def test_lock_of_a_live_build_is_respected(small, store, holder):
+@pytest.mark.parametrize("host", [None, "node0042"])
+def test_lock_of_a_live_build_is_respected(small, store, host):
+    from test_lock import holder
+
     _make_incomplete(store)
-    owner = f"{socket.gethostname()} {os.getpid()}" if holder == "this-host-live" else "node0042 12345"
-    (store / ".lock").write_text(owner)
-    before = _stats(part_files(store))
-    with pytest.raises(InputError, match="another build") as err:
-        save_sync(small.lazy, store)
-    assert owner in str(err.value)
-    assert _stats(part_files(store)) == before and (store / ".lock").read_text() == owner
+    proc = holder(store, host)  # alive, renewing its lease (on this host or another)
+    try:
+        before, lock = _stats(part_files(store)), (store / ".lock").read_bytes()
+        with pytest.raises(InputError, match="another build") as err:
+            save_sync(small.lazy, store)
+        assert str(proc.pid) in str(err.value) and "\n" not in str(err.value)
+        assert _stats(part_files(store)) == before
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # --- damaged parts are found, named and recomputed ------------------------------------------
