@@ -3,8 +3,9 @@
 recipe (``xr.open_mfdataset`` over the manifest's nested parts), on paper-size stores
 (10 molecules x 2,000 variants at 200 px) with the same data.
 
-Each number is the best of 5 in a fresh process for "open" (so nothing is cached in Python)
-and, for "one image", the median of 20 reads of random images after a first read (warm: the
+Each number is the best of 5 in a fresh process for "open" (so nothing is cached in Python;
+xarray, netCDF4 and the package imported first: imports are not the open's cost) and, for
+"one image", the median of 20 reads of random images after a first read (warm: the
 page cache and the open file handles). The first version runs from a checkout of its commit
 (``--old-checkout``, a git worktree of 88850e1) on a store it built (``--old-store``).
 
@@ -42,6 +43,7 @@ PROBE = """
 import time, json, random, sys, warnings
 warnings.simplefilter("ignore")
 STORE = sys.argv[1]
+import xarray, molmnist_dask, netCDF4  # imports are not the open's cost
 t = time.perf_counter()
 {open}
 opened = time.perf_counter() - t
@@ -63,7 +65,7 @@ def probe(code: str, store: str, pythonpath: str | None) -> dict:
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     done = subprocess.run([sys.executable, "-c", PROBE.format(open=code), store], capture_output=True,
-                          text=True, env=env, timeout=600)
+                          text=True, env=env, timeout=600, cwd="/")
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -49,7 +49,6 @@ def open_dataset(path, *, chunks: str | None = "image") -> xr.Dataset:
         return _open_file(path, chunks)
     if not is_store(path):
         raise InputError(f"{path}: not a molmnist store or .nc file")
-    open_store(path, drop_variables=IMAGE_VARS)  # the store's own errors, named, before xarray's
     if chunks == "part":
         index = read_index(path)
         sizes = [p.size for p in sorted(index.parts) if p.molecule == 0]
