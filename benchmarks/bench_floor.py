@@ -14,7 +14,8 @@ NetCDF). The build is ``build_dataset`` + ``save_dataset`` on those workers. Two
 Also: scheduler tasks per 100 frames, and the client's seconds between the last task and the
 end of ``save_dataset`` (the index), with the default parts and with 10x as many parts.
 
-Trajectory: MDAnalysisTests' ADK (3,341 atoms, 98 frames), as several molecules.
+Trajectory: MDAnalysisTests' ADK (3,341 atoms, 98 frames), as several molecules (at 200 px its
+DCD read 4 times over, 392 frames a molecule).
 
 Reproduce::
 
@@ -120,13 +121,16 @@ def main():
 
     print(f"bench_floor: {C.machine()}")
     # builds of several seconds (a real one takes minutes): fixed costs are what they are
-    copies = {200: 32, 1024: 4, 2048: 2} if not args.quick else {200: 2, 1024: 1, 2048: 1}
-    frames_of = {200: 98, 1024: 98, 2048: 49} if not args.quick else {200: 98, 1024: 30, 2048: 10}
+    # builds of several seconds (a real one takes minutes), and molecules of several hundred
+    # frames at 200 px (the DCD read 4 times over), so that parts hold what they would in a
+    # real build rather than 98 frames each
+    copies = {200: 8, 1024: 4, 2048: 2} if not args.quick else {200: 2, 1024: 1, 2048: 1}
+    frames_of = {200: 392, 1024: 98, 2048: 49} if not args.quick else {200: 98, 1024: 30, 2048: 10}
     rows, extra = [], []
     with connect("local", n_workers=2) as client:
         for size, n in copies.items():
-            sources = [mm.TrajectorySource(f"adk{i}", PSF, DCD) for i in range(n)]
-            src = [mm.TrajectorySource(s.name, PSF, DCD, stop=frames_of[size]) for s in sources]
+            repeats = -(-frames_of[size] // 98)
+            src = [mm.TrajectorySource(f"adk{i}", PSF, [DCD] * repeats, stop=frames_of[size]) for i in range(n)]
             frames = np.arange(frames_of[size])
             floor(client, src[:1], size, 80.0, frames[:4], args.scratch, False)  # warm the workers
             raw_floor = floor(client, src, size, 80.0, frames, args.scratch, False)
