@@ -3,17 +3,35 @@
 The public API::
 
     from molmnist_dask import TrajectorySource, build_dataset, save_dataset, open_dataset
+
+Its names are imported when first used (PEP 562), so ``import molmnist_dask.cli`` is light and
+the ``molmnist`` command answers Ctrl-C with one line even while dask and xarray load.
 """
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-from . import cluster  # noqa: E402,F401
-from .dataset import build_dataset  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .grid import Grid  # noqa: E402
-from .options import BuildOptions  # noqa: E402
-from .sources import TrajectorySource  # noqa: E402
-from .store import consolidate, open_dataset, save_dataset  # noqa: E402
+#: Each public name and the module that defines it.
+_API = {"TrajectorySource": ".sources", "BuildOptions": ".options", "Grid": ".grid",
+        "build_dataset": ".dataset", "save_dataset": ".store", "open_dataset": ".store",
+        "consolidate": ".store", "InputError": ".errors"}
+_MODULES = ("cluster", "store", "dataset", "options", "sources", "grid", "errors", "render", "cellulose",
+            "ml", "analysis", "plot", "info", "config", "orientation")
 
-__all__ = ["TrajectorySource", "BuildOptions", "Grid", "build_dataset", "save_dataset", "open_dataset",
-           "consolidate", "InputError", "__version__"]
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(import_module(_API[name], __name__), name)
+    elif name in _MODULES:
+        value = import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'molmnist_dask' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

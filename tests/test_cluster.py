@@ -243,6 +243,26 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
     assert err == "molmnist: interrupted; run the same command again to resume\n", err
 
 
+@pytest.mark.parametrize("after", [0.5, 1.5])
+def test_ctrl_c_while_the_package_loads_ends_with_one_line(tmp_path, after):
+    """The package's names load when first used, so an interrupt while dask, xarray and
+    MDAnalysis import lands in the command's own handler, not in Python's traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    proc = subprocess.Popen([sys.executable, "-m", "molmnist_dask.cli", "build", "-o", str(tmp_path / "out"),
+                             "--variants", "3", "--size", "32", "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=tmp_path)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err == "molmnist: interrupted; run the same command again to resume\n", err
+
+
 # -- the progress bar counts what it says ------------------------------------------------------------
 
 @pytest.mark.parametrize("on_cluster", [False, True])
