@@ -369,7 +369,7 @@ def plan_of(ds: xr.Dataset) -> Plan | None:
     p = _PLANS.get(name) if isinstance(name, str) else None
     if p is None or ds.sizes.get("variant") != p.frames.shape[1] or ds.sizes.get("molecule") != len(p.sources):
         return None
-    if ds["diffraction"].data.name is None or not np.array_equal(ds["frame"].values, p.frames):
+    if getattr(ds["diffraction"].data, "name", None) is None or not np.array_equal(ds["frame"].values, p.frames):
         return None
     return p
 

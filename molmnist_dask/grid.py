@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .options import positive_float, positive_int
 
 
 @dataclass(frozen=True)
@@ -29,17 +28,9 @@ class Grid:
     oversampling: int = 1
 
     def __post_init__(self):
-        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or self.size < 1:
-            raise InputError(f"size must be a positive integer, got {self.size!r}")
-        if not isinstance(self.extent, (int, float, np.number)) or not math.isfinite(self.extent) \
-                or self.extent <= 0:
-            raise InputError(f"extent must be a positive number of angstrom, got {self.extent!r}")
-        if isinstance(self.oversampling, bool) or not isinstance(self.oversampling, (int, np.integer)) \
-                or self.oversampling < 1:
-            raise InputError(f"oversampling must be a positive integer, got {self.oversampling!r}")
-        object.__setattr__(self, "size", int(self.size))
-        object.__setattr__(self, "extent", float(self.extent))
-        object.__setattr__(self, "oversampling", int(self.oversampling))
+        object.__setattr__(self, "size", positive_int("size", self.size))
+        object.__setattr__(self, "extent", positive_float("extent", self.extent, "angstrom"))
+        object.__setattr__(self, "oversampling", positive_int("oversampling", self.oversampling))
 
     @property
     def pixel(self) -> float:

@@ -50,7 +50,8 @@ def setting(key: str, value=None):
     return int(value)
 
 
-def _positive_int(name: str, value, optional: bool = False):
+def positive_int(name: str, value, optional: bool = False):
+    """``value`` as an int, or an InputError naming ``name`` (None passes when ``optional``)."""
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -58,7 +59,8 @@ def _positive_int(name: str, value, optional: bool = False):
     return int(value)
 
 
-def _positive_float(name: str, value, what: str):
+def positive_float(name: str, value, what: str):
+    """``value`` as a finite positive float, or an InputError naming ``name`` and its unit."""
     ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
         and math.isfinite(value) and value > 0
     if not ok:
@@ -123,22 +125,22 @@ class BuildOptions:
 
     def __post_init__(self):
         fix = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        fix("size", _positive_int("size", self.size))
+        fix("size", positive_int("size", self.size))
         if self.extent is not None:
-            fix("extent", _positive_float("extent", self.extent, "angstrom"))
-        fix("oversampling", _positive_int("oversampling", self.oversampling))
+            fix("extent", positive_float("extent", self.extent, "angstrom"))
+        fix("oversampling", positive_int("oversampling", self.oversampling))
         if self.center not in CENTERS:
             raise InputError(f"center must be 'geometry', 'electrons' or None, got {self.center!r}")
         if self.scattering not in SCATTERING:
             raise InputError(f"scattering must be 'electrons' or 'form_factors', got {self.scattering!r}")
         if self.fluence is not None:
-            fix("fluence", _positive_float("fluence", self.fluence, "photons per pattern"))
+            fix("fluence", positive_float("fluence", self.fluence, "photons per pattern"))
         if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, (int, np.integer)) \
                 or self.noise_seed < 0:
             raise InputError(f"noise_seed must be a non-negative integer, got {self.noise_seed!r}")
         fix("noise_seed", int(self.noise_seed))
-        fix("variants", _positive_int("variants", self.variants, optional=True))
-        fix("block_size", _positive_int("block_size", self.block_size, optional=True))
+        fix("variants", positive_int("variants", self.variants, optional=True))
+        fix("block_size", positive_int("block_size", self.block_size, optional=True))
         self._check_orientation(fix)
 
     def _check_orientation(self, fix) -> None:
@@ -149,7 +151,7 @@ class BuildOptions:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError(f"orientation_seed must be a non-negative integer, got {seed!r}")
         fix("orientation_seed", int(seed))
-        k = _positive_int("orientations_per_frame", self.orientations_per_frame)
+        k = positive_int("orientations_per_frame", self.orientations_per_frame)
         if k > 1 and self.orientation != "random":
             raise InputError(f"orientations_per_frame = {k} needs orientation='random' "
                              f"(a fixed orientation gives the same image {k} times)")

@@ -137,8 +137,9 @@ def _same_file_exists(ds: xr.Dataset, path: Path) -> bool:
     except InputError:
         raise InputError(f"{path}: exists and is not a molmnist dataset; choose another output "
                          "or delete it") from None
-    if existing != configuration(ds):
-        diff = ", ".join(differences(existing, configuration(ds))[:4])
+    wanted = configuration(ds)
+    if existing != wanted:
+        diff = ", ".join(differences(existing, wanted)[:4])
         raise InputError(f"{path}: exists and holds another dataset (differs in {diff}); "
                          "choose another output or delete it")
     return True
@@ -175,8 +176,7 @@ def _prepare(root: Path, ds: xr.Dataset, config: dict, part_frames, part_bytes) 
         raise InputError(f"{root}: exists and is not a molmnist store (holds {leftovers[0]}); "
                          "choose another output")
     n_molecules, n_variants = ds.sizes["molecule"], ds.sizes["variant"]
-    fb = 4 * (ds.sizes["y"] * ds.sizes["x"] + ds.sizes["qy"] * ds.sizes["qx"])
-    per_part = frames_per_part(n_molecules, n_variants, fb, _threads(),
+    per_part = frames_per_part(n_molecules, n_variants, _frame_bytes(ds), _threads(),
                                part_bytes=part_bytes, part_frames=part_frames)
     parts = cut(n_molecules, n_variants, per_part)
     write_index(root, ds, parts, config, complete=False)
@@ -273,36 +273,52 @@ def write_part(path: str, part: Part, source, frames: np.ndarray, grid, options,
 
     Memory is set by the sub-block (``molmnist.sub-block-bytes`` of output), never by the part.
     """
-    writer = PartWriter(path, _header(shared, pieces), image_attrs, compression)
-    step = max(1, setting("sub-block-bytes") // frame_bytes(grid))
-    lost = {v: np.empty(part.size, np.int64 if v == "lost_atoms" else np.float64) for v in SMALL_VARS}
+    def block(i, j):
+        shape, pattern, lost_atoms, lost_electrons = render_block(
+            source, frames[i:j], grid, options.center, **options.render_options(),
+            variants=np.arange(part.start + i, part.start + j))  # noise and orientations need them
+        return shape, pattern, {"lost_atoms": lost_atoms, "lost_electrons": lost_electrons}
+
+    small = {"lost_atoms": np.int64, "lost_electrons": np.float64}
+    return _stream(PartWriter(path, _header(shared, pieces), image_attrs, compression), part,
+                   frame_bytes(grid), small, block)
+
+
+def _write_from_arrays(ds: xr.Dataset, path: Path, part: Part, header: xr.Dataset, image_attrs: dict,
+                       compression: dict) -> dict:
+    """Write one part from a dataset's arrays (computed a sub-block at a time), on the client."""
+    def block(i, j):
+        b = ds[list(IMAGE_VARS + SMALL_VARS)].isel(
+            molecule=part.molecule, variant=slice(part.start + i, part.start + j)).compute()
+        return b["shape"].values, b["diffraction"].values, {v: b[v].values for v in SMALL_VARS}
+
+    small = {v: ds[v].dtype for v in SMALL_VARS}
+    return _stream(PartWriter(path, header, image_attrs, compression), part, _frame_bytes(ds), small, block)
+
+
+def _stream(writer: PartWriter, part: Part, per_frame: int, small_dtypes: dict, block) -> dict:
+    """Fill an open part a sub-block at a time from ``block(i, j)`` -> (shapes, patterns, small
+    values), close it into place; returns `_result`. A failure removes the half-written file."""
+    step = max(1, setting("sub-block-bytes") // per_frame)
+    small = {v: np.empty(part.size, dtype) for v, dtype in small_dtypes.items()}
     try:
         for i in range(0, part.size, step):
             j = min(i + step, part.size)
-            shape, pattern, lost_atoms, lost_electrons = render_block(
-                source, frames[i:j], grid, options.center, **options.render_options(),
-                variants=np.arange(part.start + i, part.start + j))  # noise and orientations need them
-            _write(writer, i, shape, pattern)
-            lost["lost_atoms"][i:j], lost["lost_electrons"][i:j] = lost_atoms, lost_electrons
-        nbytes = _close(writer, lost)
+            shape, pattern, values = block(i, j)
+            try:
+                writer.write(i, shape, pattern)
+            except RuntimeError as err:
+                raise disk_error(err, writer.final) from None
+            for v in SMALL_VARS:
+                small[v][i:j] = values[v]
+        try:
+            nbytes = writer.close(small)
+        except RuntimeError as err:
+            raise disk_error(err, writer.final) from None
     except BaseException:
         writer.abort()
         raise
-    return _result(part, lost, nbytes)
-
-
-def _write(writer: PartWriter, i: int, shape, pattern) -> None:
-    try:
-        writer.write(i, shape, pattern)
-    except RuntimeError as err:
-        raise disk_error(err, writer.final) from None
-
-
-def _close(writer: PartWriter, small: dict) -> int:
-    try:
-        return writer.close(small)
-    except RuntimeError as err:
-        raise disk_error(err, writer.final) from None
+    return _result(part, small, nbytes)
 
 
 def _result(part: Part, small: dict, nbytes: int) -> dict:
@@ -310,26 +326,9 @@ def _result(part: Part, small: dict, nbytes: int) -> dict:
     return {"part": part, "nbytes": int(nbytes), **small}
 
 
-def _write_from_arrays(ds: xr.Dataset, path: Path, part: Part, header: xr.Dataset, image_attrs: dict,
-                       compression: dict) -> dict:
-    """Write one part from a dataset's arrays (computed a sub-block at a time), on the client."""
-    writer = PartWriter(path, header, image_attrs, compression)
-    n, q = ds.sizes["x"], ds.sizes["qx"]
-    step = max(1, setting("sub-block-bytes") // (4 * (n * n + q * q)))
-    small = {v: np.empty(part.size, ds[v].dtype) for v in SMALL_VARS}
-    try:
-        for i in range(0, part.size, step):
-            j = min(i + step, part.size)
-            block = ds[list(IMAGE_VARS + SMALL_VARS)].isel(
-                molecule=part.molecule, variant=slice(part.start + i, part.start + j)).compute()
-            _write(writer, i, block["shape"].values, block["diffraction"].values)
-            for v in SMALL_VARS:
-                small[v][i:j] = block[v].values
-        nbytes = _close(writer, small)
-    except BaseException:
-        writer.abort()
-        raise
-    return _result(part, small, nbytes)
+def _frame_bytes(ds: xr.Dataset) -> int:
+    """Bytes of one frame's output (shape and pattern, float32) of a dataset's layout."""
+    return 4 * (ds.sizes["y"] * ds.sizes["x"] + ds.sizes["qy"] * ds.sizes["qx"])
 
 
 def _finish(root: Path, ds: xr.Dataset, parts: list, config: dict, results: list) -> None:
