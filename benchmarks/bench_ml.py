@@ -6,9 +6,8 @@ split, the first time (statistics computed) and later (read from their cache).
 
 "transforms off": full-resolution raw images (as the memmap and h5py rows). "transforms on":
 the training example's settings (patterns cropped and log-scaled and normalised, shapes binned
-to 64 px). Each row reads ``--items`` random items of the whole store; the memmap holds the
-first ``--items`` items in the seed's layout (two (N, n, n) float32 .npy files, in the scratch
-folder). Ratios are to the memmap in the same run (this machine is shared: see the load);
+to 64 px). Each row reads the first ``--items`` items of the store, shuffled; the memmap holds
+the same items in the seed's layout (two (N, n, n) float32 .npy files, in the scratch folder). Ratios are to the memmap in the same run (this machine is shared: see the load);
 warm rows are the best of two passes; torch runs one thread (``--threads``).
 
 Reproduce::
@@ -107,7 +106,9 @@ def items_per_second(dataset, count: int, workers: int = 0, collate=None, seed: 
     from torch.utils.data import DataLoader, SubsetRandomSampler
 
     g = torch.Generator().manual_seed(seed)
-    picks = torch.randperm(len(dataset), generator=g)[:count].tolist()
+    # the first ``count`` items, those the memmap holds: every reader reads the same bytes, and
+    # "warm" means all of them are in the page cache
+    picks = torch.randperm(min(count, len(dataset)), generator=g).tolist()
     kwargs = {"collate_fn": collate} if collate else {}
     loader = DataLoader(dataset, batch_size=BATCH, sampler=SubsetRandomSampler(picks, generator=g),
                         num_workers=workers, **kwargs)

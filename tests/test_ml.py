@@ -144,25 +144,88 @@ def test_batches_equal_items_in_the_order_asked(store):
 
 
 @needs_torch
-def test_netcdf4_reads_what_h5py_cannot(store, monkeypatch):
+@pytest.mark.parametrize("layout", ["default", "raw, no checksums", "one file"])
+def test_chunks_decode_what_hdf5_reads(store, tmp_path, layout):
+    """Every image decoded from its chunk's bytes equals HDF5's own read, whatever the filters."""
+    import h5py
+
+    from molmnist_dask.ml.chunks import Chunks, open_fd
+
+    if layout == "default":  # shapes shuffled, deflated, checksummed; patterns checksummed
+        files, filters = sorted((store / "parts").glob("*.nc")), {"shape": [3, 2, 1], "diffraction": [3]}
+    elif layout == "raw, no checksums":
+        raw = _adk_store(tmp_path / "raw", compression={"shape": 0}, checksums=False)
+        files, filters = sorted((raw / "parts").glob("*.nc")), {"shape": [], "diffraction": []}
+    else:  # all molecules in one file: chunks of a (molecule, variant) grid
+        files = [mm.consolidate(store, tmp_path / "one.nc", progress=False)]
+        filters = {"shape": [3, 2, 1], "diffraction": [3]}
+    for path in files:
+        fd = open_fd(str(path))
+        with h5py.File(path) as f:
+            for var in ("shape", "diffraction"):
+                chunks = Chunks.of(f[var], fd)
+                assert chunks.filters == filters[var]
+                want = f[var][...]
+                got = np.full_like(want, np.nan)
+                for m, i in np.ndindex(want.shape[:2]):
+                    chunks.read(m, i, got[m, i])
+                np.testing.assert_array_equal(got, want)
+                part = np.empty((5, 7), np.float32)
+                chunks.read(want.shape[0] - 1, 1, part, slice(3, 8), slice(20, 27))
+                np.testing.assert_array_equal(part, want[-1, 1, 3:8, 20:27])
+        os.close(fd)
+
+
+@needs_torch
+def test_a_corrupt_image_names_its_file(store, tmp_path):
+    import shutil
+
+    import h5py
+
+    from molmnist_dask.ml import DiffractionDataset
+
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    part = sorted((copy / "parts").glob("*.nc"))[1]
+    corrupt = {"diffraction": (2, 100), "shape": (3, 10)}  # (variant, byte): raw; deflated
+    for var, (variant, at) in corrupt.items():
+        with h5py.File(part) as f:
+            offset = f[var].id.get_chunk_info_by_coord((0, variant, 0, 0)).byte_offset + at
+        with open(part, "r+b") as fh:  # one bit flipped on disk
+            fh.seek(offset)
+            byte = fh.read(1)[0]
+            fh.seek(offset)
+            fh.write(bytes([byte ^ 0x10]))
+    data = DiffractionDataset(copy, "all", log=None, normalize=None, target_scale=None)
+    good = DiffractionDataset(store, "all", log=None, normalize=None, target_scale=None)
+    which, local = data._where
+    in_part = which == [p.path for p in data._parts].index(str(part))
+    for var, (variant, _) in corrupt.items():
+        bad = int(np.flatnonzero(in_part & (local == variant))[0])
+        with pytest.raises(InputError, match=rf"{part.name}: cannot read {var}\[0, {variant}\]"):
+            data.__getitems__([0, bad])
+    for i in np.flatnonzero(in_part & (local > 3)):  # the rest of the file still reads
+        assert torch.equal(data[i][0], good[i][0]) and torch.equal(data[i][1], good[i][1])
+
+
+@needs_torch
+def test_netcdf4_reads_what_h5py_cannot(store, zstd_store, monkeypatch):
     from molmnist_dask.ml import DiffractionDataset
 
     asked = [30, 1, 17]
     expected = DiffractionDataset(store, "all", size=16).__getitems__(asked)
     import h5py
 
-    original = h5py.Dataset.__getitem__
-
-    def no_filter(self, key):  # as h5py without a plugin for the shapes' filter (zstd)
-        if self.name == "/shape":
-            raise OSError("Can't synchronously read data (required filter is not registered)")
-        return original(self, key)
-
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", no_filter)
-    data = DiffractionDataset(store, "all", size=16)
+    for got, want in zip(DiffractionDataset(zstd_store, "all", size=16).__getitems__(asked), expected):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])  # zstd: same values
+    original = h5py.h5z.filter_avail
+    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda code: code != 1 and original(code))
+    data = DiffractionDataset(store, "all", size=16)  # as h5py without deflate
     for got, want in zip(data.__getitems__(asked), expected):
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    assert all(p.fallback == {"shape"} for p in data._files.open.values())
+    for part in data._files.open.values():
+        assert part.readers["shape"][1] is None and part.nc is not None  # shapes: netCDF4
+        assert part.readers["diffraction"][1] is not None  # patterns: chunks
     monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now fails
     for got, want in zip(DiffractionDataset(store, "all", size=16).__getitems__(asked), expected):
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -1,9 +1,10 @@
 """Batch reads of images from NetCDF-4 part files: every file opened once per process.
 
-h5py reads one stored image (one HDF5 chunk) with the least overhead of the readers we
-measured (benchmarks/bench_ml.py); a variable whose filter h5py lacks (zstd, in stores written
-before deflate became the default) is read through netCDF4 instead, which carries it, and so
-is everything where h5py is not installed.
+Each stored image is one HDF5 chunk, read and decoded by `chunks.Chunks` (the least overhead
+of the readers measured in benchmarks/bench_ml.py); images whose filters it does not decode are
+read with h5py; a variable whose filter h5py lacks too (zstd, in stores written before deflate
+became the default) is read through netCDF4, which carries it, and so is everything where h5py
+is not installed.
 """
 
 from __future__ import annotations
@@ -13,51 +14,81 @@ import resource
 
 import numpy as np
 
+from ..errors import InputError
+from .chunks import ChunkError, Chunks, open_fd
+
 
 def _handle_limit() -> int:
-    """How many part files to keep open: half the process's file descriptor limit."""
+    """How many part files to keep open: a third of the file descriptor limit (each holds up
+    to three: h5py's, netCDF4's and the one chunks are read with)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(16, (soft if soft != resource.RLIM_INFINITY else 4096) // 2)
+    return max(16, (soft if soft != resource.RLIM_INFINITY else 4096) // 3)
 
 
 class _Part:
-    """One open part file; reads images of a variable, with the netCDF4 fallback per variable."""
+    """One open part file; reads the images of a variable as chunks decoded here (`Chunks`)
+    where it can, else through h5py, else (a filter h5py lacks, or no h5py) through netCDF4."""
 
     def __init__(self, path: str):
         self.path = path
-        self.h5, self.nc = None, None
+        self.h5, self.nc, self.fd = None, None, None
+        self.readers = {}
         try:
             import h5py
         except ImportError:  # not installed: netCDF4 reads everything
             return
         self.h5 = h5py.File(path, "r")
-        self.fallback, self.dsets = set(), {}
 
     def read(self, var: str, row: int, local, ys: slice, xs: slice, out: np.ndarray, at) -> None:
         """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``."""
-        if self.h5 is not None and var not in self.fallback:
-            dset = self.dsets.get(var)
-            if dset is None:  # looking a variable up by name costs as much as a small read
-                dset = self.dsets[var] = self.h5[var]
+        dset, chunks = self._reader(var)
+        for i, j in zip(local, at):
             try:
-                for i, j in zip(local, at):
-                    out[j] = dset[row, i, ys, xs]
-                return
-            except OSError:  # a filter h5py does not carry (zstd): netCDF4 does
-                self.fallback.add(var)
+                if chunks is not None and chunks.stored(row, i):
+                    try:
+                        chunks.read(row, i, out[j], ys, xs)
+                        continue
+                    except ChunkError:  # h5py decides, by HDF5's rules (and raises if corrupt)
+                        pass
+                out[j] = dset[row, i, ys, xs]
+            except (OSError, RuntimeError) as e:  # what HDF5 will not return: a corrupt image
+                raise InputError(f"{self.path}: cannot read {var}[{row}, {i}]: {e}") from None
+
+    def _reader(self, var: str) -> tuple:
+        """(what reads an image with ``[row, i, ys, xs]``, the variable's `Chunks` or None),
+        looked up once: looking a variable up by name costs as much as a small read."""
+        if var not in self.readers:
+            self.readers[var] = self._h5(var) or (self._netcdf4().variables[var], None)
+        return self.readers[var]
+
+    def _h5(self, var: str):
+        if self.h5 is None:
+            return None
+        import h5py
+
+        dset = self.h5[var]
+        plist = dset.id.get_create_plist()
+        if not all(h5py.h5z.filter_avail(plist.get_filter(k)[0]) for k in range(plist.get_nfilters())):
+            return None  # zstd, without a plugin: netCDF4 carries it
+        if self.fd is None:
+            self.fd = open_fd(self.path)
+        return dset, Chunks.of(dset, self.fd)
+
+    def _netcdf4(self):
         if self.nc is None:
             import netCDF4
 
             self.nc = netCDF4.Dataset(self.path)
             self.nc.set_auto_mask(False)
-        for i, j in zip(local, at):
-            out[j] = self.nc.variables[var][row, i, ys, xs]
+        return self.nc
 
     def close(self) -> None:
-        if self.h5 is not None:
-            self.h5.close()
-        if self.nc is not None:
-            self.nc.close()
+        for handle in (self.h5, self.nc):
+            if handle is not None:
+                handle.close()
+        if self.fd is not None:
+            os.close(self.fd)
+        self.h5 = self.nc = self.fd = None
 
 
 class PartFiles:
@@ -74,7 +105,7 @@ class PartFiles:
             self.pid, self.open = os.getpid(), {}
         part = self.open.get(path)
         if part is None:
-            if len(self.open) >= self.limit:  # only past half the fd limit: close the oldest
+            if len(self.open) >= self.limit:  # only past the limit: close the oldest
                 self.open.pop(next(iter(self.open))).close()
             part = self.open[path] = _Part(path)
         return part
