@@ -6,15 +6,18 @@ split, the first time (statistics computed) and later (read from their cache).
 
 "transforms off": full-resolution raw images (as the memmap and h5py rows). "transforms on":
 the training example's settings (patterns cropped and log-scaled and normalised, shapes binned
-to 64 px). Each row reads the first ``--items`` items of the store, shuffled; the memmap holds
-the same items in the seed's layout (two (N, n, n) float32 .npy files, in the scratch folder). Ratios are to the memmap in the same run (this machine is shared: see the load);
-warm rows are the best of two passes; torch runs one thread (``--threads``).
+to 64 px). Every row reads the same ``--items`` items, spread evenly over the store (so over
+every part file), shuffled; the memmap holds those items in the seed's layout (two (N, n, n)
+float32 .npy files, in the scratch folder). "cold": the files dropped from the page cache
+first; "warm": every reader's files cached, then ``--rounds`` rounds that take the readers in
+turn, best of each (the machine is shared and its load drifts). Ratios are to the memmap in
+the same run; torch runs one thread (``--threads``).
 
-Reproduce::
+Reproduce (the paper-size store in 10 parts, and in 400 parts of 50 variants)::
 
-    molmnist synth -o cellulose --variants 2000
-    python -c "..."  # or: molmnist build cellulose/run.toml -o mm100 --variants 100 (and mm2000)
-    python benchmarks/bench_ml.py --stores /path/mm100 /path/mm2000
+    molmnist build -o mm2000
+    molmnist build -o mm2000-400parts --part-frames 50
+    python benchmarks/bench_ml.py --stores mm2000 mm2000-400parts
     python benchmarks/bench_ml.py --quick      # a small adk store built here (< 1 min)
 """
 
@@ -64,8 +67,9 @@ class H5PerItem:
         from molmnist_dask.ml.data import _part_layout
 
         self.parts = _part_layout(store)
-        self.index = [(p, v) for p in range(len(self.parts))
-                      for v in range(self.parts[p].stop - self.parts[p].start)]
+        self.index = sorted(((p, v) for p in range(len(self.parts))  # in item order
+                             for v in range(self.parts[p].stop - self.parts[p].start)),
+                            key=lambda pv: (self.parts[pv[0]].molecule, self.parts[pv[0]].start + pv[1]))
         self.files = {}
 
     def __len__(self):
@@ -81,36 +85,34 @@ class H5PerItem:
         return (torch.from_numpy(f["diffraction"][part.row, v]), torch.from_numpy(f["shape"][part.row, v]))
 
 
-def write_memmap(store: Path, folder: Path, count: int) -> Path:
-    """The first ``count`` items of a store as the seed's two .npy files."""
+def write_memmap(store: Path, folder: Path, chosen: np.ndarray) -> Path:
+    """Items ``chosen`` (indices in (molecule, variant) order) of a store as the seed's two .npy
+    files, read through xarray one image at a time."""
     import molmnist_dask as mm
 
     folder.mkdir(parents=True, exist_ok=True)
-    ds = mm.open_dataset(store, chunks="part")
+    ds = mm.open_dataset(store, chunks=None)
     n_var = ds.sizes["variant"]
     for var in ("diffraction", "shape"):
         side = ds.sizes["qx" if var == "diffraction" else "x"]
-        out = np.lib.format.open_memmap(folder / f"{var}.npy", "w+", np.float32, (count, side, side))
-        for start in range(0, count, n_var):
-            m, stop = start // n_var, min(count, start + n_var)
-            out[start:stop] = ds[var][m, : stop - start].values
+        out = np.lib.format.open_memmap(folder / f"{var}.npy", "w+", np.float32, (len(chosen), side, side))
+        for k, item in enumerate(chosen):
+            out[k] = ds[var][item // n_var, item % n_var].values
         out.flush()
         del out
+    ds.close()
     return folder
 
 
-def items_per_second(dataset, count: int, workers: int = 0, collate=None, seed: int = 0) -> float:
-    """Items/s of a shuffled DataLoader over ``count`` items of ``dataset`` (worker start-up
+def items_per_second(dataset, picks, workers: int = 0, collate=None, seed: int = 0) -> float:
+    """Items/s of a DataLoader over items ``picks`` of ``dataset``, shuffled (worker start-up
     included: a training epoch pays it too)."""
     import torch
     from torch.utils.data import DataLoader, SubsetRandomSampler
 
     g = torch.Generator().manual_seed(seed)
-    # the first ``count`` items, those the memmap holds: every reader reads the same bytes, and
-    # "warm" means all of them are in the page cache
-    picks = torch.randperm(min(count, len(dataset)), generator=g).tolist()
     kwargs = {"collate_fn": collate} if collate else {}
-    loader = DataLoader(dataset, batch_size=BATCH, sampler=SubsetRandomSampler(picks, generator=g),
+    loader = DataLoader(dataset, batch_size=BATCH, sampler=SubsetRandomSampler(list(picks), generator=g),
                         num_workers=workers, **kwargs)
     t = time.perf_counter()
     n = sum(len(batch[0]) for batch in loader)
@@ -134,30 +136,37 @@ def readers(store: Path, memmap: Path):
     ]
 
 
-def bench_store(store: Path, scratch: Path, count: int) -> list:
+def bench_store(store: Path, scratch: Path, count: int, rounds: int) -> list:
     from molmnist_dask.ml import DiffractionDataset, collate
 
     n_items = len(DiffractionDataset(store, "all", normalize=None, target_scale=None))
-    count = min(count, n_items)
-    memmap = write_memmap(store, scratch / f"npy-{store.name}", count)
-    rows, base = [], {}
-    for name, make, workers, coll, files in readers(store, memmap):
-        for cache in ("cold", "warm"):
-            if cache == "cold":
-                evict(files)
-            data = make()
-            ips = items_per_second(data, count, workers, coll)
-            if cache == "warm":  # best of two: the machine is shared
-                ips = max(ips, items_per_second(data, count, workers, coll, seed=1))
-            base.setdefault(cache, ips)
-            rows.append([store.name, name, cache, ips, ips / base[cache]])
+    chosen = np.unique(np.linspace(0, n_items - 1, min(count, n_items)).round().astype(np.int64))
+    memmap = write_memmap(store, scratch / f"npy-{store.name}", chosen)
+    table = readers(store, memmap)
+    picks = [range(len(chosen)) if files == memmap else chosen for _, _, _, _, files in table]
+    cold = []
+    for (name, make, workers, coll, files), p in zip(table, picks):
+        evict(files)
+        cold.append(items_per_second(make(), p, workers, coll))
+    # warm: every reader's files cached (a first pass), then rounds that take the readers in
+    # turn, best of --rounds each: the machine is shared, and its load drifts
+    made = [make() for _, make, _, _, _ in table]
+    for (_, _, workers, coll, _), data, p in zip(table, made, picks):
+        items_per_second(data, p, workers, coll)
+    warm = [0.0] * len(table)
+    for r in range(rounds):
+        for k, ((_, _, workers, coll, _), data, p) in enumerate(zip(table, made, picks)):
+            warm[k] = max(warm[k], items_per_second(data, p, workers, coll, seed=r + 1))
+    base = {"cold": cold[0], "warm": warm[0]}
+    rows = [[store.name, name, cache, ips, ips / base[cache]]
+            for (name, *_), c, w in zip(table, cold, warm) for cache, ips in (("cold", c), ("warm", w))]
     for cache in ("cold", "warm"):  # in memory: the load is the cold part
         if cache == "cold":
             evict(store)
         t = time.perf_counter()
         data = DiffractionDataset(store, "all", size=64, in_memory=True)
         load = time.perf_counter() - t
-        ips = items_per_second(data, count, 0, collate)
+        ips = items_per_second(data, chosen, 0, collate)
         rows.append([store.name, f"in memory, transforms (load {load:.1f} s)", cache, ips, ips / base[cache]])
     return rows
 
@@ -198,7 +207,8 @@ def main():
 
     args = C.arguments(__doc__, stores={"nargs": "*", "help": "store folders (default: --quick's)"},
                        items={"type": int, "default": 2048, "help": "items read per row"},
-                       threads={"type": int, "default": 1, "help": "torch threads of the main process"})
+                       threads={"type": int, "default": 1, "help": "torch threads of the main process"},
+                       rounds={"type": int, "default": 3, "help": "warm passes per reader (best taken)"})
     # one thread: on a small shared CPU, torch's threads in the default collation fight the
     # other processes (DataLoader workers use one each anyway)
     torch.set_num_threads(args.threads)
@@ -208,10 +218,10 @@ def main():
     print(C.machine(), f"torch threads {args.threads}")
     rows = []
     for store in stores:
-        rows += bench_store(store, args.scratch, args.items)
+        rows += bench_store(store, args.scratch, args.items, args.rounds)
         print(C.machine(), flush=True)
     C.table(rows, ["store", "reader", "cache", "items/s", "x memmap"],
-            title=f"DataLoader(batch_size={BATCH}, shuffled): items/s over {args.items} random items")
+            title=f"DataLoader(batch_size={BATCH}, shuffled): items/s over {args.items} items spread over the store")
     C.table([r for s in stores for r in bench_split(s)], ["store", "construct DiffractionDataset(train, size=64)", "s"],
             title="Split construction")
     print(C.machine())

@@ -168,12 +168,22 @@ def test_chunks_decode_what_hdf5_reads(store, tmp_path, layout):
                 want = f[var][...]
                 got = np.full_like(want, np.nan)
                 for m, i in np.ndindex(want.shape[:2]):
-                    chunks.read(m, i, got[m, i])
+                    got[m, i] = chunks.image(m, i)
                 np.testing.assert_array_equal(got, want)
-                part = np.empty((5, 7), np.float32)
-                chunks.read(want.shape[0] - 1, 1, part, slice(3, 8), slice(20, 27))
-                np.testing.assert_array_equal(part, want[-1, 1, 3:8, 20:27])
         os.close(fd)
+
+
+@needs_torch
+@pytest.mark.parametrize("size, length", [(4, 160004), (4, 4003), (8, 17), (2, 1)])
+def test_unshuffle_undoes_hdf5s_byte_planes(size, length):
+    from molmnist_dask.ml.chunks import unshuffle
+
+    data = np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8)
+    whole = length // size * size
+    # HDF5's shuffle: byte k of every element, for k = 0..size-1, then the leftover bytes
+    planes = [data[:whole].reshape(-1, size)[:, k] for k in range(size)]
+    shuffled = np.concatenate(planes + [data[whole:]]).tobytes()
+    np.testing.assert_array_equal(unshuffle(shuffled, size), data)
 
 
 @needs_torch

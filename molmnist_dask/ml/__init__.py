@@ -10,7 +10,8 @@
 
 Modules: `data` (the Dataset and its batch reads), `splits` (held-out variant ranges or
 molecules), `transforms`, `stats` (training statistics, cached beside the store), `reader`
-(part files), `models` (the paper's encoder-decoder, a U-Net), `metrics` (MSE and SSIM).
+(part files, each open once per process), `chunks` (images read as HDF5 chunks), `models`
+(the paper's encoder-decoder, a U-Net), `metrics` (MSE and SSIM).
 """
 
 try:

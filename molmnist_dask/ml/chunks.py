@@ -40,7 +40,7 @@ class Chunks:
     """Where each image of a (molecule, variant, y, x) variable lies in its file, and how to
     decode it.
 
-    Build one with `Chunks.of`; ``read(m, i, out)`` decodes image ``[m, i]``.
+    Build one with `Chunks.of`; ``image(m, i)`` decodes image ``[m, i]``.
     """
 
     def __init__(self, fd: int, filters: list, shuffle_size: int, dtype: np.dtype, shape: tuple,
@@ -79,9 +79,8 @@ class Chunks:
         """Whether image ``[m, i]`` has a chunk in the file (unwritten ones read as fill values)."""
         return self.offsets[m, i] >= 0
 
-    def read(self, m: int, i: int, out: np.ndarray, ys: slice = slice(None),
-             xs: slice = slice(None)) -> None:
-        """Decode image ``[m, i]`` and put its ``[ys, xs]`` into ``out`` (of any dtype).
+    def image(self, m: int, i: int) -> np.ndarray:
+        """Image ``[m, i]``, decoded: a read-only (y, x) array in the variable's dtype.
 
         Raises `ChunkError` if the chunk does not decode (checksum, stream or size wrong).
         """
@@ -93,8 +92,7 @@ class Chunks:
             data = self._undo(self.filters[k], data)
         if len(data) != self.nbytes:
             raise ChunkError(f"{len(data)} bytes decoded, {self.nbytes} expected")
-        image = np.frombuffer(data, self.dtype)
-        out[...] = image.reshape(self.shape)[ys, xs]
+        return np.frombuffer(data, self.dtype).reshape(self.shape)
 
     def _undo(self, code: int, data):
         if code == DEFLATE:
@@ -118,7 +116,7 @@ def unshuffle(data, size: int) -> np.ndarray:
     out = np.empty(len(raw), np.uint8)
     elements = out[: count * size].reshape(count, size)
     planes = raw[: count * size].reshape(size, count)
-    for k in range(size):  # one column at a time: 3x a transposed copy
+    for k in range(size):  # one byte plane at a time: 5x a transposed copy (or np.stack)
         elements[:, k] = planes[k]
     out[count * size:] = raw[count * size:]
     return out

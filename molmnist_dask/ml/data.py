@@ -1,8 +1,8 @@
 """A PyTorch Dataset over a saved molmnist dataset: diffraction in, shape out, read in batches.
 
 A DataLoader with automatic batching calls `DiffractionDataset.__getitems__` once per batch:
-the batch's items are grouped by part file and each part's images read in one pass, with
-h5py, into one float32 batch; transforms run once per batch. Part files are opened once per
+the batch's items are grouped by part file and each part's images read in one pass (each
+image one HDF5 chunk, read and decoded by `chunks`) into one float32 batch; transforms run once per batch. Part files are opened once per
 process (each DataLoader worker opens its own) and kept open. ``in_memory=True`` reads the
 split once and serves every batch from memory.
 
@@ -22,7 +22,7 @@ from . import stats as _stats
 from .reader import PartFiles
 from .splits import STRIPES, split_items
 from .stats import Moments, Stats
-from .transforms import LOGS, area_resample, crop_slice, log_scale
+from .transforms import LOGS, area_resample, binning, crop_slice, log_scale
 
 SPLITS = ("train", "val", "test", "all")
 NORMALIZE = ("image", "dataset", None)
@@ -216,31 +216,33 @@ class DiffractionDataset(torch.utils.data.Dataset):
             self._files.close()
             self._files = None
 
-    def _read_raw(self, which: np.ndarray, local: np.ndarray) -> tuple:
-        """Cropped patterns and full shapes, float32, of the images at (part, offset) pairs.
+    def _read_raw(self, which: np.ndarray, local: np.ndarray, binned: bool = True) -> tuple:
+        """Cropped patterns and shapes (binned to ``size``, or full), float32, of the images at
+        (part, offset) pairs.
 
         Reads are grouped by part and ordered by offset within it (sequential in the file);
-        each image lands at its own position in the batch.
+        each image is cropped or binned as it is read and lands at its own place in the batch.
         """
         if self._files is None:
             self._files = PartFiles()
-        count = len(which)
+        count, side = len(which), self.size if binned else self._n
         patterns = np.empty((count, self.qsize, self.qsize), np.float32)
-        shapes = np.empty((count, self._n, self._n), np.float32)
+        shapes = np.empty((count, side, side), np.float32)
+        crop = lambda image: image[self._crop, self._crop]  # noqa: E731
+        to_side = binning(self._n, side) if side != self._n else None
         order = np.lexsort((local, which))
         cuts = np.flatnonzero(np.diff(which[order])) + 1
-        full = slice(None)
         for group in np.split(order, cuts) if count else []:
             part = self._parts[which[group[0]]]
             f = self._files.get(part.path)
-            f.read("diffraction", part.row, local[group], self._crop, self._crop, patterns, group)
-            f.read("shape", part.row, local[group], full, full, shapes, group)
+            f.read("diffraction", part.row, local[group], patterns, group, crop)
+            f.read("shape", part.row, local[group], shapes, group, to_side)
         return patterns, shapes
 
     def read(self, index: int):
         """The raw (cropped and binned, not scaled) pattern and shape of item ``index``, float64."""
         which, local = (w[[index]] for w in self._where)
-        pattern, shape = self._read_raw(which, local)
+        pattern, shape = self._read_raw(which, local, binned=False)
         return pattern[0].astype(np.float64), area_resample(shape[0].astype(np.float64), self.size)
 
     # -- transforms (per batch, float32, in place where possible) -----------------------------
@@ -268,7 +270,7 @@ class DiffractionDataset(torch.utils.data.Dataset):
         """Transformed (B, 1, h, w) input and target tensors of items ``indices``."""
         patterns, shapes = self._read_raw(*(w[indices] for w in self._where))
         x = self.transform_input(patterns)
-        y = self.transform_target(area_resample(shapes, self.size))
+        y = self.transform_target(shapes)
         return torch.from_numpy(np.ascontiguousarray(x))[:, None], \
             torch.from_numpy(np.ascontiguousarray(y))[:, None]
 
@@ -353,6 +355,6 @@ class DiffractionDataset(torch.utils.data.Dataset):
         for start in range(0, len(order), _LOAD_BATCH):
             chunk = order[start: start + _LOAD_BATCH]
             patterns, shapes = self._read_raw(which[chunk], local[chunk])
-            moments.add(log_scale(patterns, self.log, self.floor), area_resample(shapes, self.size))
+            moments.add(log_scale(patterns, self.log, self.floor), shapes)
         self.close()
         return moments.stats()

@@ -39,20 +39,24 @@ class _Part:
             return
         self.h5 = h5py.File(path, "r")
 
-    def read(self, var: str, row: int, local, ys: slice, xs: slice, out: np.ndarray, at) -> None:
-        """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``."""
-        dset, chunks = self._reader(var)
+    def read(self, var: str, row: int, local, out: np.ndarray, at, fit=None) -> None:
+        """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``, each
+        through ``fit`` (a crop, a binning) if given, as it is read."""
         for i, j in zip(local, at):
             try:
-                if chunks is not None and chunks.stored(row, i):
-                    try:
-                        chunks.read(row, i, out[j], ys, xs)
-                        continue
-                    except ChunkError:  # h5py decides, by HDF5's rules (and raises if corrupt)
-                        pass
-                out[j] = dset[row, i, ys, xs]
+                image = self._image(var, row, int(i))
             except (OSError, RuntimeError) as e:  # what HDF5 will not return: a corrupt image
                 raise InputError(f"{self.path}: cannot read {var}[{row}, {i}]: {e}") from None
+            out[j] = image if fit is None else fit(image)
+
+    def _image(self, var: str, row: int, i: int) -> np.ndarray:
+        dset, chunks = self._reader(var)
+        if chunks is not None and chunks.stored(row, i):
+            try:
+                return chunks.image(row, i)
+            except ChunkError:  # h5py decides, by HDF5's rules (and raises if corrupt)
+                pass
+        return dset[row, i]
 
     def _reader(self, var: str) -> tuple:
         """(what reads an image with ``[row, i, ys, xs]``, the variable's `Chunks` or None),
