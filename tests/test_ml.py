@@ -136,6 +136,13 @@ def test_batches_equal_items_in_the_order_asked(store):
         assert memory._files is None  # read once, files closed
         for got, one in zip(memory.__getitems__(asked), single):
             assert torch.equal(got[0], one[0]) and torch.equal(got[1], one[1])
+    # read on 1 or 3 threads, or in a DataLoader's workers: the same batch
+    everything = list(range(len(data)))[::-1]
+    one, three = (DiffractionDataset(store, "all", size=12, read_threads=t, stats=data.stats)
+                  for t in (1, 3))
+    assert (one.read_threads, three.read_threads) == (1, 3)
+    for a, b in zip(one.__getitems__(everything), three.__getitems__(everything)):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     # a batch opens only the parts it needs, once each
     data = DiffractionDataset(store, "all", normalize=None, target_scale=None)
     data.__getitems__([0, 1, 2, 12])  # variants 0-2 of molecule 0 (one part) and 2 of molecule 1
@@ -166,10 +173,12 @@ def test_chunks_decode_what_hdf5_reads(store, tmp_path, layout):
                 chunks = Chunks.of(f[var], fd)
                 assert chunks.filters == filters[var]
                 want = f[var][...]
-                got = np.full_like(want, np.nan)
-                for m, i in np.ndindex(want.shape[:2]):
-                    got[m, i] = chunks.image(m, i)
-                np.testing.assert_array_equal(got, want)
+                for repeat in range(2):  # the second time, checksums already verified
+                    got = np.full_like(want, np.nan)
+                    for m, i in np.ndindex(want.shape[:2]):
+                        got[m, i] = chunks.image(m, i)
+                    np.testing.assert_array_equal(got, want)
+                    assert chunks.checked.all() == (3 in filters[var])
         os.close(fd)
 
 
@@ -210,10 +219,13 @@ def test_a_corrupt_image_names_its_file(store, tmp_path):
     good = DiffractionDataset(store, "all", log=None, normalize=None, target_scale=None)
     which, local = data._where
     in_part = which == [p.path for p in data._parts].index(str(part))
+    clean = np.flatnonzero(~in_part | (local > 3))
     for var, (variant, _) in corrupt.items():
         bad = int(np.flatnonzero(in_part & (local == variant))[0])
         with pytest.raises(InputError, match=rf"{part.name}: cannot read {var}\[0, {variant}\]"):
             data.__getitems__([0, bad])
+        with pytest.raises(InputError, match=rf"{part.name}: cannot read {var}\[0, {variant}\]"):
+            data.__getitems__([bad, *clean])  # on several threads: the same error
     for i in np.flatnonzero(in_part & (local > 3)):  # the rest of the file still reads
         assert torch.equal(data[i][0], good[i][0]) and torch.equal(data[i][1], good[i][1])
 
@@ -322,6 +334,8 @@ def test_bad_options(store, tmp_path):
         DiffractionDataset(store, log="ln")
     with pytest.raises(InputError, match="in_memory"):
         DiffractionDataset(store, in_memory="yes")
+    with pytest.raises(InputError, match="read_threads must be a positive integer, got 0"):
+        DiffractionDataset(store, read_threads=0)
     with pytest.raises(InputError, match="no such dataset"):
         DiffractionDataset(tmp_path / "none")
 

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from . import stats as _stats
-from .reader import PartFiles
+from .reader import PartFiles, default_threads
 from .splits import STRIPES, split_items
 from .stats import Moments, Stats
 from .transforms import LOGS, area_resample, binning, crop_slice, log_scale
@@ -30,6 +30,7 @@ TARGET_SCALE = ("dataset", "image", None)
 #: ``in_memory="auto"`` loads a split whose inputs and targets fit in this many bytes.
 MEMORY_BUDGET = 2 * 2**30
 _LOAD_BATCH = 256
+_MIN_SHARE = 8  # images per thread, at least
 _STATS_VERSION = 1
 
 
@@ -151,6 +152,9 @@ class DiffractionDataset(torch.utils.data.Dataset):
         inputs and targets fit in ``memory_budget`` bytes.
     memory_budget : int
         Bytes for ``in_memory="auto"``.
+    read_threads : int, optional
+        Threads that read and decode each batch in this process (default: the usable cores,
+        at most 4; one inside a DataLoader worker).
 
     Notes
     -----
@@ -163,7 +167,8 @@ class DiffractionDataset(torch.utils.data.Dataset):
                  seed: int = 0, stripes: int = STRIPES, log: str | None = "log1p", floor: float = 1.0,
                  normalize: str | None = "dataset", target_scale: str | None = "dataset",
                  stats: Stats | dict | None = None, size: int | None = None,
-                 return_label: bool = False, in_memory=False, memory_budget: int = MEMORY_BUDGET):
+                 return_label: bool = False, in_memory=False, memory_budget: int = MEMORY_BUDGET,
+                 read_threads: int | None = None):
         for name, value, allowed in (("split", split, SPLITS), ("log", log, LOGS),
                                      ("normalize", normalize, NORMALIZE),
                                      ("target_scale", target_scale, TARGET_SCALE),
@@ -175,6 +180,10 @@ class DiffractionDataset(torch.utils.data.Dataset):
         self.path = Path(path)
         self.split, self.by, self.log, self.floor = split, by, log, float(floor)
         self.normalize, self.target_scale, self.return_label = normalize, target_scale, return_label
+        if read_threads is not None and (isinstance(read_threads, bool) or not isinstance(read_threads, int)
+                                         or read_threads < 1):
+            raise InputError(f"read_threads must be a positive integer, got {read_threads!r}")
+        self._threads = read_threads
         meta = _metadata(self.path)
         self.molecules, self.labels = meta["molecules"], meta["labels"]
         n, m = meta["n"], meta["q"]
@@ -210,6 +219,11 @@ class DiffractionDataset(torch.utils.data.Dataset):
         state["_files"] = None  # no open file goes to a worker
         return state
 
+    @property
+    def read_threads(self) -> int:
+        """Threads that decode a batch here (`read_threads`, or the default for this process)."""
+        return self._threads or default_threads()
+
     def close(self) -> None:
         """Close the part files this process opened (they reopen when read again)."""
         if self._files is not None:
@@ -230,13 +244,18 @@ class DiffractionDataset(torch.utils.data.Dataset):
         shapes = np.empty((count, side, side), np.float32)
         crop = lambda image: image[self._crop, self._crop]  # noqa: E731
         to_side = binning(self._n, side) if side != self._n else None
-        order = np.lexsort((local, which))
-        cuts = np.flatnonzero(np.diff(which[order])) + 1
-        for group in np.split(order, cuts) if count else []:
-            part = self._parts[which[group[0]]]
-            f = self._files.get(part.path)
-            f.read("diffraction", part.row, local[group], patterns, group, crop)
-            f.read("shape", part.row, local[group], shapes, group, to_side)
+        order = np.lexsort((local, which))  # part by part, in file order
+
+        def read(share):
+            for group in np.split(share, np.flatnonzero(np.diff(which[share])) + 1):
+                part = self._parts[which[group[0]]]
+                f = self._files.get(part.path)
+                f.read("diffraction", part.row, local[group], patterns, group, crop)
+                f.read("shape", part.row, local[group], shapes, group, to_side)
+
+        # contiguous shares of that order, one a thread: reads and inflation run without the GIL
+        threads = max(1, min(self.read_threads, count // _MIN_SHARE))
+        self._files.map(read, np.array_split(order, threads) if count else [], threads)
         return patterns, shapes
 
     def read(self, index: int):
@@ -325,7 +344,9 @@ class DiffractionDataset(torch.utils.data.Dataset):
         return int(self.labels[self.items[index][0]])
 
     def loader(self, batch_size: int = 64, **kwargs) -> torch.utils.data.DataLoader:
-        """A DataLoader over this dataset that takes each batch's tensors as they are read."""
+        """A DataLoader over this dataset that takes each batch's tensors as they are read; its
+        workers, if any, persist from epoch to epoch (each keeps its part files open)."""
+        kwargs.setdefault("persistent_workers", kwargs.get("num_workers", 0) > 0)
         return torch.utils.data.DataLoader(self, batch_size=batch_size, collate_fn=collate, **kwargs)
 
     # -- statistics --------------------------------------------------------------------------

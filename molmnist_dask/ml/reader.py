@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -18,11 +20,35 @@ from ..errors import InputError
 from .chunks import ChunkError, Chunks, open_fd
 
 
+#: Held around every h5py and netCDF4 call: netCDF4 is not thread-safe (h5py serialises its
+#: own calls anyway). Chunks are read and decoded without it.
+_LIBRARIES = threading.RLock()
+
+
 def _handle_limit() -> int:
     """How many part files to keep open: a third of the file descriptor limit (each holds up
-    to three: h5py's, netCDF4's and the one chunks are read with)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    to three: h5py's, netCDF4's and the one chunks are read with), after raising the soft limit
+    towards the hard one (often 1,024 of 524,288: too few for a store of thousands of parts)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):  # not allowed here: live with the soft limit
+            pass
     return max(16, (soft if soft != resource.RLIM_INFINITY else 4096) // 3)
+
+
+def default_threads() -> int:
+    """Threads that decode a batch: the cores this process may use, at most 4; one inside a
+    DataLoader worker (the workers are the parallelism there)."""
+    import torch.utils.data
+
+    if torch.utils.data.get_worker_info() is not None:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
 
 
 class _Part:
@@ -32,12 +58,13 @@ class _Part:
     def __init__(self, path: str):
         self.path = path
         self.h5, self.nc, self.fd = None, None, None
-        self.readers = {}
+        self.readers, self.lock = {}, threading.Lock()
         try:
             import h5py
         except ImportError:  # not installed: netCDF4 reads everything
             return
-        self.h5 = h5py.File(path, "r")
+        with _LIBRARIES:
+            self.h5 = h5py.File(path, "r")
 
     def read(self, var: str, row: int, local, out: np.ndarray, at, fit=None) -> None:
         """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``, each
@@ -56,13 +83,16 @@ class _Part:
                 return chunks.image(row, i)
             except ChunkError:  # h5py decides, by HDF5's rules (and raises if corrupt)
                 pass
-        return dset[row, i]
+        with _LIBRARIES:
+            return dset[row, i]
 
     def _reader(self, var: str) -> tuple:
         """(what reads an image with ``[row, i, ys, xs]``, the variable's `Chunks` or None),
         looked up once: looking a variable up by name costs as much as a small read."""
         if var not in self.readers:
-            self.readers[var] = self._h5(var) or (self._netcdf4().variables[var], None)
+            with self.lock, _LIBRARIES:
+                if var not in self.readers:
+                    self.readers[var] = self._h5(var) or (self._netcdf4().variables[var], None)
         return self.readers[var]
 
     def _h5(self, var: str):
@@ -87,35 +117,58 @@ class _Part:
         return self.nc
 
     def close(self) -> None:
-        for handle in (self.h5, self.nc):
-            if handle is not None:
-                handle.close()
+        with _LIBRARIES:
+            for handle in (self.h5, self.nc):
+                if handle is not None:
+                    handle.close()
         if self.fd is not None:
             os.close(self.fd)
         self.h5 = self.nc = self.fd = None
 
 
 class PartFiles:
-    """The part files a process has open, by path; reopened in a forked child (DataLoader
-    workers), never shared with it."""
+    """The part files a process has open, by path, and the threads that read them; reopened in
+    a forked child (DataLoader workers), never shared with it."""
 
     def __init__(self):
         self.pid = os.getpid()
-        self.open = {}
+        self.open, self.retired = {}, []
         self.limit = _handle_limit()
+        self.lock = threading.Lock()
+        self.pool = None
 
     def get(self, path: str) -> _Part:
-        if self.pid != os.getpid():  # a forked worker: its own handles, the parent's left alone
-            self.pid, self.open = os.getpid(), {}
-        part = self.open.get(path)
-        if part is None:
-            if len(self.open) >= self.limit:  # only past the limit: close the oldest
-                self.open.pop(next(iter(self.open))).close()
-            part = self.open[path] = _Part(path)
-        return part
+        """The open part file at ``path`` (opened now if it is not)."""
+        with self.lock:
+            if self.pid != os.getpid():  # a forked worker: its own handles and threads
+                self.pid, self.open, self.retired, self.pool = os.getpid(), {}, [], None
+            part = self.open.get(path)
+            if part is None:
+                if len(self.open) >= self.limit:  # only past the limit: retire the oldest
+                    self.retired.append(self.open.pop(next(iter(self.open))))
+                part = self.open[path] = _Part(path)
+            return part
+
+    def map(self, fn, jobs: list, threads: int) -> None:
+        """``fn(job)`` for every job, on up to ``threads`` threads; then the files retired
+        meanwhile are closed (no thread reads them any more)."""
+        if threads > 1 and len(jobs) > 1:
+            with self.lock:
+                if self.pool is None or self.pid != os.getpid():
+                    self.pid, self.pool = os.getpid(), ThreadPoolExecutor(threads, "molmnist-read")
+            list(self.pool.map(fn, jobs))
+        else:
+            for job in jobs:
+                fn(job)
+        with self.lock:
+            retired, self.retired = self.retired, []
+        for part in retired:
+            part.close()
 
     def close(self) -> None:
         if self.pid == os.getpid():
-            for part in self.open.values():
+            for part in [*self.open.values(), *self.retired]:
                 part.close()
-        self.open = {}
+            if self.pool is not None:
+                self.pool.shutdown()
+        self.open, self.retired, self.pool = {}, [], None
