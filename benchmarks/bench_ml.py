@@ -1,23 +1,25 @@
 """Issue 11: training reads. Items/s through a torch DataLoader (batch 64, shuffled) for the
-package's `DiffractionDataset` (0 and 2 workers, transforms on and off, in memory), against a
-flat float32 .npy memory map (the seed's own format) and h5py reading one item at a time; cold
-(the files dropped from the page cache first) and warm; and the time to construct a training
-split, the first time (statistics computed) and later (read from their cache).
+package's `DiffractionDataset` (0 and 2 workers, transforms on and off, one read thread or the
+default, in memory), against a flat float32 .npy memory map (the seed's own format) and h5py
+reading one item at a time; cold and warm; and the time to construct a training split, the
+first time (statistics computed) and later (read from their cache).
 
 "transforms off": full-resolution raw images (as the memmap and h5py rows). "transforms on":
 the training example's settings (patterns cropped and log-scaled and normalised, shapes binned
 to 64 px). Every row reads the same ``--items`` items, spread evenly over the store (so over
 every part file), shuffled; the memmap holds those items in the seed's layout (two (N, n, n)
 float32 .npy files, in the scratch folder). "cold": the files dropped from the page cache
-first; "warm": every reader's files cached, then ``--rounds`` rounds that take the readers in
-turn, best of each (the machine is shared and its load drifts). Ratios are to the memmap in
-the same run; torch runs one thread (``--threads``).
+first, a new Dataset (a first epoch: every checksum verified); "warm": every reader's files
+cached, then ``--rounds`` rounds that take the readers in turn, best of each (the machine is
+shared and its load drifts; a later epoch: checksums verified before are not checked again).
+Ratios are to the memmap in the same run; torch runs one thread (``--threads``).
 
-Reproduce (the paper-size store in 10 parts, and in 400 parts of 50 variants)::
+Reproduce (10 x 100 in 10 parts; the paper-size store in 10 parts, and in 400 of 50 variants)::
 
+    molmnist build -o mm100 --variants 100
     molmnist build -o mm2000
     molmnist build -o mm2000-400parts --part-frames 50
-    python benchmarks/bench_ml.py --stores mm2000 mm2000-400parts
+    python benchmarks/bench_ml.py --stores mm100 mm2000 mm2000-400parts
     python benchmarks/bench_ml.py --quick      # a small adk store built here (< 1 min)
 """
 
@@ -104,18 +106,23 @@ def write_memmap(store: Path, folder: Path, chosen: np.ndarray) -> Path:
     return folder
 
 
-def items_per_second(dataset, picks, workers: int = 0, collate=None, seed: int = 0) -> float:
-    """Items/s of a DataLoader over items ``picks`` of ``dataset``, shuffled (worker start-up
-    included: a training epoch pays it too)."""
+def loader(dataset, picks, workers: int = 0, collate=None, seed: int = 0):
+    """A DataLoader over items ``picks`` of ``dataset``, shuffled anew each pass; its workers,
+    if any, persist from pass to pass, as in training (`DiffractionDataset.loader` does so)."""
     import torch
     from torch.utils.data import DataLoader, SubsetRandomSampler
 
     g = torch.Generator().manual_seed(seed)
     kwargs = {"collate_fn": collate} if collate else {}
-    loader = DataLoader(dataset, batch_size=BATCH, sampler=SubsetRandomSampler(list(picks), generator=g),
-                        num_workers=workers, **kwargs)
+    return DataLoader(dataset, batch_size=BATCH, sampler=SubsetRandomSampler(list(picks), generator=g),
+                      num_workers=workers, persistent_workers=workers > 0, **kwargs)
+
+
+def items_per_second(batches) -> float:
+    """Items/s of one pass over a DataLoader (worker start-up included in a first pass: a
+    first epoch pays it too)."""
     t = time.perf_counter()
-    n = sum(len(batch[0]) for batch in loader)
+    n = sum(len(batch[0]) for batch in batches)
     return n / (time.perf_counter() - t)
 
 
@@ -131,6 +138,8 @@ def readers(store: Path, memmap: Path):
         ("DiffractionDataset, raw", lambda: DiffractionDataset(store, **raw), 0, collate, store),
         ("DiffractionDataset, raw, default collate", lambda: DiffractionDataset(store, **raw), 0, None, store),
         ("DiffractionDataset, transforms", lambda: DiffractionDataset(store, **on), 0, collate, store),
+        ("DiffractionDataset, transforms, 1 read thread",
+         lambda: DiffractionDataset(store, read_threads=1, **on), 0, collate, store),
         ("DiffractionDataset, raw, 2 workers", lambda: DiffractionDataset(store, **raw), 2, collate, store),
         ("DiffractionDataset, transforms, 2 workers", lambda: DiffractionDataset(store, **on), 2, collate, store),
     ]
@@ -147,16 +156,17 @@ def bench_store(store: Path, scratch: Path, count: int, rounds: int) -> list:
     cold = []
     for (name, make, workers, coll, files), p in zip(table, picks):
         evict(files)
-        cold.append(items_per_second(make(), p, workers, coll))
+        cold.append(items_per_second(loader(make(), p, workers, coll)))
     # warm: every reader's files cached (a first pass), then rounds that take the readers in
     # turn, best of --rounds each: the machine is shared, and its load drifts
-    made = [make() for _, make, _, _, _ in table]
-    for (_, _, workers, coll, _), data, p in zip(table, made, picks):
-        items_per_second(data, p, workers, coll)
+    loaders = [loader(make(), p, workers, coll) for (_, make, workers, coll, _), p in zip(table, picks)]
+    for batches in loaders:
+        items_per_second(batches)
     warm = [0.0] * len(table)
     for r in range(rounds):
-        for k, ((_, _, workers, coll, _), data, p) in enumerate(zip(table, made, picks)):
-            warm[k] = max(warm[k], items_per_second(data, p, workers, coll, seed=r + 1))
+        for k, batches in enumerate(loaders):
+            warm[k] = max(warm[k], items_per_second(batches))
+    del loaders  # their workers end
     base = {"cold": cold[0], "warm": warm[0]}
     rows = [[store.name, name, cache, ips, ips / base[cache]]
             for (name, *_), c, w in zip(table, cold, warm) for cache, ips in (("cold", c), ("warm", w))]
@@ -166,7 +176,7 @@ def bench_store(store: Path, scratch: Path, count: int, rounds: int) -> list:
         t = time.perf_counter()
         data = DiffractionDataset(store, "all", size=64, in_memory=True)
         load = time.perf_counter() - t
-        ips = items_per_second(data, chosen, 0, collate)
+        ips = items_per_second(loader(data, chosen, 0, collate))
         rows.append([store.name, f"in memory, transforms (load {load:.1f} s)", cache, ips, ips / base[cache]])
     return rows
 

@@ -176,9 +176,11 @@ def test_chunks_decode_what_hdf5_reads(store, tmp_path, layout):
                 for repeat in range(2):  # the second time, checksums already verified
                     got = np.full_like(want, np.nan)
                     for m, i in np.ndindex(want.shape[:2]):
+                        np.testing.assert_array_equal(chunks.image(m, i, slice(3, 8)), want[m, i, 3:8])
                         got[m, i] = chunks.image(m, i)
                     np.testing.assert_array_equal(got, want)
                     assert chunks.checked.all() == (3 in filters[var])
+                assert chunks.plain == (var == "diffraction" or 1 not in filters[var])
         os.close(fd)
 
 

@@ -242,7 +242,7 @@ class DiffractionDataset(torch.utils.data.Dataset):
         count, side = len(which), self.size if binned else self._n
         patterns = np.empty((count, self.qsize, self.qsize), np.float32)
         shapes = np.empty((count, side, side), np.float32)
-        crop = lambda image: image[self._crop, self._crop]  # noqa: E731
+        crop = lambda rows: rows[:, self._crop]  # noqa: E731  (of the rows read)
         to_side = binning(self._n, side) if side != self._n else None
         order = np.lexsort((local, which))  # part by part, in file order
 
@@ -250,7 +250,7 @@ class DiffractionDataset(torch.utils.data.Dataset):
             for group in np.split(share, np.flatnonzero(np.diff(which[share])) + 1):
                 part = self._parts[which[group[0]]]
                 f = self._files.get(part.path)
-                f.read("diffraction", part.row, local[group], patterns, group, crop)
+                f.read("diffraction", part.row, local[group], patterns, group, crop, self._crop)
                 f.read("shape", part.row, local[group], shapes, group, to_side)
 
         # contiguous shares of that order, one a thread: reads and inflation run without the GIL

@@ -66,25 +66,26 @@ class _Part:
         with _LIBRARIES:
             self.h5 = h5py.File(path, "r")
 
-    def read(self, var: str, row: int, local, out: np.ndarray, at, fit=None) -> None:
-        """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``, each
-        through ``fit`` (a crop, a binning) if given, as it is read."""
+    def read(self, var: str, row: int, local, out: np.ndarray, at, fit=None, rows=None) -> None:
+        """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``: their
+        ``rows`` (a slice; all if None), each through ``fit`` (a crop, a binning) if given."""
         for i, j in zip(local, at):
             try:
-                image = self._image(var, row, int(i))
+                image = self._image(var, row, int(i), rows)
             except (OSError, RuntimeError) as e:  # what HDF5 will not return: a corrupt image
                 raise InputError(f"{self.path}: cannot read {var}[{row}, {i}]: {e}") from None
             out[j] = image if fit is None else fit(image)
 
-    def _image(self, var: str, row: int, i: int) -> np.ndarray:
+    def _image(self, var: str, row: int, i: int, rows) -> np.ndarray:
         dset, chunks = self._reader(var)
+        rows = slice(None) if rows is None else rows
         if chunks is not None and chunks.stored(row, i):
             try:
-                return chunks.image(row, i)
+                return chunks.image(row, i, rows)
             except ChunkError:  # h5py decides, by HDF5's rules (and raises if corrupt)
                 pass
         with _LIBRARIES:
-            return dset[row, i]
+            return dset[row, i, rows]
 
     def _reader(self, var: str) -> tuple:
         """(what reads an image with ``[row, i, ys, xs]``, the variable's `Chunks` or None),
