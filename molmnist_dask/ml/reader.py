@@ -25,6 +25,14 @@ from .chunks import ChunkError, Chunks, open_fd
 _LIBRARIES = threading.RLock()
 
 
+def _new_library_lock() -> None:  # a forked child (a DataLoader worker) starts unlocked
+    global _LIBRARIES
+    _LIBRARIES = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_library_lock)
+
+
 def _handle_limit() -> int:
     """How many part files to keep open: a third of the file descriptor limit (each holds up
     to three: h5py's, netCDF4's and the one chunks are read with), after raising the soft limit
@@ -140,9 +148,8 @@ class PartFiles:
 
     def get(self, path: str) -> _Part:
         """The open part file at ``path`` (opened now if it is not)."""
+        self._forked()
         with self.lock:
-            if self.pid != os.getpid():  # a forked worker: its own handles and threads
-                self.pid, self.open, self.retired, self.pool = os.getpid(), {}, [], None
             part = self.open.get(path)
             if part is None:
                 if len(self.open) >= self.limit:  # only past the limit: retire the oldest
@@ -153,10 +160,12 @@ class PartFiles:
     def map(self, fn, jobs: list, threads: int) -> None:
         """``fn(job)`` for every job, on up to ``threads`` threads; then the files retired
         meanwhile are closed (no thread reads them any more)."""
+        self._forked()
         if threads > 1 and len(jobs) > 1:
-            with self.lock:
-                if self.pool is None or self.pid != os.getpid():
-                    self.pid, self.pool = os.getpid(), ThreadPoolExecutor(threads, "molmnist-read")
+            if self.pool is None or self.pool_threads < threads:
+                if self.pool is not None:
+                    self.pool.shutdown()
+                self.pool, self.pool_threads = ThreadPoolExecutor(threads, "molmnist-read"), threads
             list(self.pool.map(fn, jobs))
         else:
             for job in jobs:
@@ -165,6 +174,13 @@ class PartFiles:
             retired, self.retired = self.retired, []
         for part in retired:
             part.close()
+
+    def _forked(self) -> None:
+        """In a forked child (a DataLoader worker): its own files, threads and lock; the
+        parent's are left alone."""
+        if self.pid != os.getpid():
+            self.pid, self.open, self.retired, self.pool = os.getpid(), {}, [], None
+            self.lock = threading.Lock()
 
     def close(self) -> None:
         if self.pid == os.getpid():
