@@ -2,8 +2,9 @@
 
 A DataLoader with automatic batching calls `DiffractionDataset.__getitems__` once per batch:
 the batch's items are grouped by part file and each part's images read in one pass (each
-image one HDF5 chunk, read and decoded by `chunks`) into one float32 batch; transforms run once per batch. Part files are opened once per
-process (each DataLoader worker opens its own) and kept open. ``in_memory=True`` reads the
+image one HDF5 chunk, read and decoded by `chunks`, on ``read_threads`` threads) into one
+float32 batch; transforms run once per batch. Part files are opened once per process (each
+DataLoader worker opens its own) and kept open. ``in_memory=True`` reads the
 split once and serves every batch from memory.
 
 Only `_part_layout` knows where an item's images live in the files.
