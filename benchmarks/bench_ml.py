@@ -4,7 +4,8 @@ default, in memory), against a flat float32 .npy memory map (the seed's own form
 reading one item at a time; cold and warm; and the time to construct a training split, the
 first time (statistics computed) and later (read from their cache).
 
-"transforms off": full-resolution raw images (as the memmap and h5py rows). "transforms on":
+"raw": full-resolution raw images (as the memmap and h5py rows); "defaults": the Dataset's
+defaults (full resolution, patterns log-scaled and normalised, shapes scaled); "transforms":
 the training example's settings (patterns cropped and log-scaled and normalised, shapes binned
 to 64 px). Every row reads the same ``--items`` items, spread evenly over the store (so over
 every part file), shuffled; the memmap holds those items in the seed's layout (two (N, n, n)
@@ -137,6 +138,8 @@ def readers(store: Path, memmap: Path):
         ("h5py, one item at a time, raw", lambda: H5PerItem(store), 0, None, store),
         ("DiffractionDataset, raw", lambda: DiffractionDataset(store, **raw), 0, collate, store),
         ("DiffractionDataset, raw, default collate", lambda: DiffractionDataset(store, **raw), 0, None, store),
+        ("DiffractionDataset, defaults (200 px, log, normalised)",
+         lambda: DiffractionDataset(store, split="all"), 0, collate, store),
         ("DiffractionDataset, transforms", lambda: DiffractionDataset(store, **on), 0, collate, store),
         ("DiffractionDataset, transforms, 1 read thread",
          lambda: DiffractionDataset(store, read_threads=1, **on), 0, collate, store),

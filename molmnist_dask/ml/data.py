@@ -231,12 +231,14 @@ class DiffractionDataset(torch.utils.data.Dataset):
             self._files.close()
             self._files = None
 
-    def _read_raw(self, which: np.ndarray, local: np.ndarray, binned: bool = True) -> tuple:
+    def _read_raw(self, which: np.ndarray, local: np.ndarray, binned: bool = True,
+                  transformed: bool = False) -> tuple:
         """Cropped patterns and shapes (binned to ``size``, or full), float32, of the images at
-        (part, offset) pairs.
+        (part, offset) pairs; ``transformed``: through `transform_input` and `transform_target`.
 
         Reads are grouped by part and ordered by offset within it (sequential in the file);
-        each image is cropped or binned as it is read and lands at its own place in the batch.
+        each image is cropped, binned and transformed on the thread that read it (numpy's
+        arithmetic runs without the GIL) and lands at its own place in the batch.
         """
         if self._files is None:
             self._files = PartFiles()
@@ -245,6 +247,9 @@ class DiffractionDataset(torch.utils.data.Dataset):
         shapes = np.empty((count, side, side), np.float32)
         crop = lambda rows: rows[:, self._crop]  # noqa: E731  (of the rows read)
         to_side = binning(self._n, side) if side != self._n else None
+        if transformed:
+            crop = lambda rows, cut=crop: self.transform_input(cut(rows))  # noqa: E731
+            to_side = lambda image, bin_=to_side or (lambda a: a): self.transform_target(bin_(image))  # noqa: E731
         order = np.lexsort((local, which))  # part by part, in file order
 
         def read(share):
@@ -265,7 +270,7 @@ class DiffractionDataset(torch.utils.data.Dataset):
         pattern, shape = self._read_raw(which, local, binned=False)
         return pattern[0].astype(np.float64), area_resample(shape[0].astype(np.float64), self.size)
 
-    # -- transforms (per batch, float32, in place where possible) -----------------------------
+    # -- transforms (per image or per batch, float32) -----------------------------------------
 
     def transform_input(self, patterns: np.ndarray) -> np.ndarray:
         """Log scaling, then normalisation, as configured, of a (..., H, W) stack."""
@@ -274,7 +279,11 @@ class DiffractionDataset(torch.utils.data.Dataset):
             mean = x.mean(axis=(-2, -1), keepdims=True)
             x = (x - mean) / (x.std(axis=(-2, -1), keepdims=True) + np.float32(1e-8))
         elif self.normalize == "dataset":
-            x = (x - np.float32(self.stats.mean)) / np.float32(self.stats.std + 1e-8)
+            if x is patterns or not x.flags.writeable:  # not our own array yet
+                x = x - np.float32(self.stats.mean)
+            else:
+                x -= np.float32(self.stats.mean)
+            x /= np.float32(self.stats.std + 1e-8)
         return x.astype(np.float32, copy=False)
 
     def transform_target(self, shapes: np.ndarray) -> np.ndarray:
@@ -288,11 +297,8 @@ class DiffractionDataset(torch.utils.data.Dataset):
 
     def _batch(self, indices: np.ndarray) -> tuple:
         """Transformed (B, 1, h, w) input and target tensors of items ``indices``."""
-        patterns, shapes = self._read_raw(*(w[indices] for w in self._where))
-        x = self.transform_input(patterns)
-        y = self.transform_target(shapes)
-        return torch.from_numpy(np.ascontiguousarray(x))[:, None], \
-            torch.from_numpy(np.ascontiguousarray(y))[:, None]
+        x, y = self._read_raw(*(w[indices] for w in self._where), transformed=True)
+        return torch.from_numpy(x)[:, None], torch.from_numpy(y)[:, None]
 
     def _load(self) -> tuple:
         """The whole split, transformed, read part by part; then the files are closed so that
