@@ -250,6 +250,12 @@ def test_netcdf4_reads_what_h5py_cannot(store, zstd_store, monkeypatch):
     for part in data._files.open.values():
         assert part.readers["shape"][1] is None and part.nc is not None  # shapes: netCDF4
         assert part.readers["diffraction"][1] is not None  # patterns: chunks
+    monkeypatch.setattr(h5py.h5z, "filter_avail", original)
+    monkeypatch.setitem(sys.modules, "numcodecs", None)  # no numcodecs: h5py reads (and checks)
+    data = DiffractionDataset(store, "all", size=16)
+    for got, want in zip(data.__getitems__(asked), expected):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert all(p.readers[v][1] is None for p in data._files.open.values() for v in ("shape", "diffraction"))
     monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now fails
     for got, want in zip(DiffractionDataset(store, "all", size=16).__getitems__(asked), expected):
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
