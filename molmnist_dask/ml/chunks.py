@@ -47,9 +47,9 @@ class Chunks:
     Build one with `Chunks.of`; ``image(m, i)`` decodes image ``[m, i]``.
     """
 
-    def __init__(self, fd: int, filters: list, shuffle_size: int, dtype: np.dtype, shape: tuple,
+    def __init__(self, fd: int, filters: list, dtype: np.dtype, shape: tuple,
                  offsets: np.ndarray, sizes: np.ndarray, masks: np.ndarray):
-        self.fd, self.filters, self.shuffle_size = fd, filters, shuffle_size
+        self.fd, self.filters = fd, filters
         self.dtype, self.shape = dtype, shape
         self.offsets, self.sizes, self.masks = offsets, sizes, masks
         self.nbytes = int(np.prod(shape)) * dtype.itemsize
@@ -72,7 +72,6 @@ class Chunks:
             return None
         if FLETCHER32 in filters and _fletcher() is None:  # no numcodecs: h5py checks them
             return None
-        shuffle_size = dset.dtype.itemsize
         n = dset.shape[:2]
         offsets, sizes, masks = np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
 
@@ -84,19 +83,19 @@ class Chunks:
             dset.id.chunk_iter(visit)
         except (AttributeError, NotImplementedError):  # HDF5 < 1.12.3: read through h5py
             return None
-        return cls(fd, filters, shuffle_size, dset.dtype, dset.shape[2:], offsets, sizes, masks)
+        return cls(fd, filters, dset.dtype, dset.shape[2:], offsets, sizes, masks)
 
     def stored(self, m: int, i: int) -> bool:
         """Whether image ``[m, i]`` has a chunk in the file (unwritten ones read as fill values)."""
         return self.offsets[m, i] >= 0
 
-    def image(self, m: int, i: int, rows: slice | None = None) -> np.ndarray:
+    def image(self, m: int, i: int, rows: slice = slice(None)) -> np.ndarray:
         """Image ``[m, i]`` (its ``rows`` only, if given), decoded: a read-only array in the
         variable's dtype.
 
         Raises `ChunkError` if the chunk does not decode (checksum, stream or size wrong).
         """
-        if rows is not None and self.plain and (self.fletcher is None or self.checked[m, i]):
+        if self.plain and (self.fletcher is None or self.checked[m, i]):
             # stored as it is and already verified: read just these rows (a crop of a pattern)
             start, stop, _ = rows.indices(self.shape[0])
             width = self.nbytes // self.shape[0]
@@ -112,8 +111,7 @@ class Chunks:
             data = self._undo(self.filters[k], data, (m, i))
         if len(data) != self.nbytes:
             raise ChunkError(f"{len(data)} bytes decoded, {self.nbytes} expected")
-        image = np.frombuffer(data, self.dtype).reshape(self.shape)
-        return image if rows is None else image[rows]
+        return np.frombuffer(data, self.dtype).reshape(self.shape)[rows]
 
     def _undo(self, code: int, data, at: tuple):
         if code == DEFLATE:
@@ -122,7 +120,7 @@ class Chunks:
             except zlib.error as e:
                 raise ChunkError(str(e)) from None
         if code == SHUFFLE:
-            return unshuffle(data, self.shuffle_size)
+            return unshuffle(data, self.dtype.itemsize)  # HDF5 shuffles by the element size
         if self.checked[at]:
             return memoryview(data)[:-4]
         try:

@@ -279,9 +279,9 @@ class DiffractionDataset(torch.utils.data.Dataset):
             mean = x.mean(axis=(-2, -1), keepdims=True)
             x = (x - mean) / (x.std(axis=(-2, -1), keepdims=True) + np.float32(1e-8))
         elif self.normalize == "dataset":
-            if x is patterns or not x.flags.writeable:  # not our own array yet
+            if self.log is None:  # x may still be the caller's array
                 x = x - np.float32(self.stats.mean)
-            else:
+            else:  # log scaling made a new one
                 x -= np.float32(self.stats.mean)
             x /= np.float32(self.stats.std + 1e-8)
         return x.astype(np.float32, copy=False)

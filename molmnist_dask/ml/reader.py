@@ -66,7 +66,7 @@ class _Part:
     def __init__(self, path: str):
         self.path = path
         self.h5, self.nc, self.fd = None, None, None
-        self.readers, self.lock = {}, threading.Lock()
+        self.readers = {}
         try:
             import h5py
         except ImportError:  # not installed: netCDF4 reads everything
@@ -74,19 +74,20 @@ class _Part:
         with _LIBRARIES:
             self.h5 = h5py.File(path, "r")
 
-    def read(self, var: str, row: int, local, out: np.ndarray, at, fit=None, rows=None) -> None:
+    def read(self, var: str, row: int, local, out: np.ndarray, at, fit=None,
+             rows: slice = slice(None)) -> None:
         """Images ``local`` (variant offsets in the file) of row ``row`` into ``out[at]``: their
-        ``rows`` (a slice; all if None), each through ``fit`` (a crop, a binning) if given."""
+        ``rows``, each through ``fit`` (a crop, a binning) if given."""
+        dset, chunks = self._reader(var)
         for i, j in zip(local, at):
             try:
-                image = self._image(var, row, int(i), rows)
+                image = self._image(dset, chunks, row, int(i), rows)
             except (OSError, RuntimeError) as e:  # what HDF5 will not return: a corrupt image
                 raise InputError(f"{self.path}: cannot read {var}[{row}, {i}]: {e}") from None
             out[j] = image if fit is None else fit(image)
 
-    def _image(self, var: str, row: int, i: int, rows) -> np.ndarray:
-        dset, chunks = self._reader(var)
-        rows = slice(None) if rows is None else rows
+    @staticmethod
+    def _image(dset, chunks, row: int, i: int, rows: slice) -> np.ndarray:
         if chunks is not None and chunks.stored(row, i):
             try:
                 return chunks.image(row, i, rows)
@@ -99,7 +100,7 @@ class _Part:
         """(what reads an image with ``[row, i, ys, xs]``, the variable's `Chunks` or None),
         looked up once: looking a variable up by name costs as much as a small read."""
         if var not in self.readers:
-            with self.lock, _LIBRARIES:
+            with _LIBRARIES:
                 if var not in self.readers:
                     self.readers[var] = self._h5(var) or (self._netcdf4().variables[var], None)
         return self.readers[var]
