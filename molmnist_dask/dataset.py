@@ -21,7 +21,7 @@ from .memory import check_frame_memory
 from .noise import add_noise
 from .options import BuildOptions, setting
 from .render import NonFiniteCoordinates, center_positions, render
-from .sources import SourceInfo, TrajectorySource, inspect, selected, spread
+from .sources import SourceInfo, TrajectorySource, cached, inspect, selected, spread
 
 #: Warn when more than this fraction of a molecule's electrons falls outside the field of view.
 LOST_FRACTION_WARNING = 0.01
@@ -145,7 +145,7 @@ def auto_extent(sources, center, frames: np.ndarray, turned: bool = False) -> fl
     half = 0.0
     for source, first in zip(sources, frames[:, 0]):
         universe, atoms, z = selected(source)
-        universe.trajectory[int(first)]
+        read_frame(source, universe, int(first))
         pos = center_positions(atoms.positions, z, center)
         if not np.isfinite(pos).all():
             raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame {first}")
@@ -159,8 +159,11 @@ def _element_groups(source: TrajectorySource):
     from .electrons import element_symbols
     from .formfactors import element_groups
 
-    _, atoms, z = selected(source)
-    return element_groups(element_symbols(atoms), z, source.name)
+    def make(universe):  # once per Universe: a Python loop over the atoms
+        _, atoms, z = selected(source)
+        return element_groups(element_symbols(atoms), z, source.name)
+
+    return cached(source, ("elements", source.selection), make)[1]
 
 
 def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scattering="electrons",
@@ -338,8 +341,10 @@ def build_dataset(sources, options: BuildOptions | dict | None = None, **changes
         with the coordinates and attributes of the data contract (DESIGN.md). Nothing is read
         or rendered until it is computed or saved.
     """
-    p = plan(sources, options, **changes)
-    _warn_lost(p)
+    options = BuildOptions.make(options, **changes)
+    p = plan(sources, options)
+    if options.extent is not None:  # an automatic extent holds every first frame already
+        _warn_lost(p)
     shape, diffraction, lost_atoms, lost_electrons = _assemble(p)
     ds = make_dataset(p, shape, diffraction, lost_atoms, lost_electrons)
     remember(ds, p)
@@ -375,11 +380,12 @@ def plan_of(ds: xr.Dataset) -> Plan | None:
 
 
 def _warn_lost(p: Plan) -> None:
-    """Warn early, from the first frame, when much of a molecule falls outside the field of view."""
+    """Warn early, from the first frame, when much of a molecule falls outside a field of view
+    given by the user."""
     half = p.grid.extent / 2
     for source, first in zip(p.sources, p.frames[:, 0]):
         universe, atoms, z = selected(source)
-        universe.trajectory[int(first)]
+        read_frame(source, universe, int(first))
         pos = center_positions(atoms.positions, z, p.center)
         rotation = orient.rotations(p.options.orientation, p.options.orientation_seed, source.name, [0])
         xy = pos[:, :2] if rotation is None else (pos @ rotation[0].T)[:, :2]  # as variant 0 sees it

@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 
 from .errors import InputError
+from .options import non_negative_int
 
 
 def check_fluence(fluence, noise_seed) -> None:
@@ -28,8 +29,7 @@ def check_fluence(fluence, noise_seed) -> None:
             and math.isfinite(fluence) and fluence > 0
         if not ok:
             raise InputError(f"fluence must be a positive number of photons per pattern, got {fluence!r}")
-    if isinstance(noise_seed, bool) or not isinstance(noise_seed, (int, np.integer)) or noise_seed < 0:
-        raise InputError(f"noise_seed must be a non-negative integer, got {noise_seed!r}")
+    non_negative_int("noise_seed", noise_seed)
 
 
 def generator(noise_seed: int, molecule: str, variant: int) -> np.random.Generator:

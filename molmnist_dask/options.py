@@ -59,6 +59,13 @@ def positive_int(name: str, value, optional: bool = False):
     return int(value)
 
 
+def non_negative_int(name: str, value) -> int:
+    """``value`` as an int >= 0 (a seed), or an InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def positive_float(name: str, value, what: str):
     """``value`` as a finite positive float, or an InputError naming ``name`` and its unit."""
     ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
@@ -135,10 +142,7 @@ class BuildOptions:
             raise InputError(f"scattering must be 'electrons' or 'form_factors', got {self.scattering!r}")
         if self.fluence is not None:
             fix("fluence", positive_float("fluence", self.fluence, "photons per pattern"))
-        if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, (int, np.integer)) \
-                or self.noise_seed < 0:
-            raise InputError(f"noise_seed must be a non-negative integer, got {self.noise_seed!r}")
-        fix("noise_seed", int(self.noise_seed))
+        fix("noise_seed", non_negative_int("noise_seed", self.noise_seed))
         fix("variants", positive_int("variants", self.variants, optional=True))
         fix("block_size", positive_int("block_size", self.block_size, optional=True))
         self._check_orientation(fix)
@@ -147,10 +151,7 @@ class BuildOptions:
         from .orientation import parse
 
         fix("orientation", parse(self.orientation))
-        seed = self.orientation_seed
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InputError(f"orientation_seed must be a non-negative integer, got {seed!r}")
-        fix("orientation_seed", int(seed))
+        fix("orientation_seed", non_negative_int("orientation_seed", self.orientation_seed))
         k = positive_int("orientations_per_frame", self.orientations_per_frame)
         if k > 1 and self.orientation != "random":
             raise InputError(f"orientations_per_frame = {k} needs orientation='random' "

@@ -152,23 +152,30 @@ def _quiet_reader_del(hook, unraisable) -> None:
     hook(unraisable)
 
 
+def cached(source: TrajectorySource, key, make):
+    """``(universe, make(universe))`` for the source's Universe, ``make`` run once per Universe
+    (one per worker thread) and ``key``."""
+    universe = open_universe(source)
+    store = universe._molmnist_cache = getattr(universe, "_molmnist_cache", {})
+    if key not in store:
+        store[key] = make(universe)
+    return universe, store[key]
+
+
+def _selection(source: TrajectorySource) -> tuple:
+    """(universe, selected atoms, their electrons, counts of the selection), cached: guessing
+    elements from names costs ~60 ms for a 3k-atom protein."""
+    def make(universe):
+        atoms = select(source, universe)
+        return (atoms, *electron_counts(atoms))
+
+    universe, (atoms, z, summary) = cached(source, ("selected", source.selection), make)
+    return universe, atoms, z, summary
+
+
 def selected(source: TrajectorySource):
     """The source's Universe, selected atoms and their electrons, cached per worker thread."""
-    universe = open_universe(source)
-    key = ("selected", source.selection)
-    cached = universe._molmnist_cache = getattr(universe, "_molmnist_cache", {})
-    if key not in cached:
-        atoms = select(source, universe)
-        # counted once: guessing elements from names costs ~60 ms for a 3k-atom protein
-        cached[key] = (atoms, *electron_counts(atoms))
-    return (universe, *cached[key][:2])
-
-
-def _summary(source: TrajectorySource) -> dict:
-    """Counts of the source's selection (atoms, electrons, ...), from the same cache."""
-    universe = open_universe(source)
-    selected(source)
-    return universe._molmnist_cache[("selected", source.selection)][2]
+    return _selection(source)[:3]
 
 
 def select(source: TrajectorySource, universe):
@@ -199,9 +206,9 @@ def frame_indices(source: TrajectorySource, n_frames: int) -> np.ndarray:
 
 def inspect(source: TrajectorySource) -> SourceInfo:
     """Open a source on the client once to check it and count its atoms, electrons and frames."""
-    universe, atoms, z = selected(source)
+    universe, _, _, summary = _selection(source)
     frames = frame_indices(source, len(universe.trajectory))
-    return SourceInfo(frames=frames, **_summary(source))
+    return SourceInfo(frames=frames, **summary)
 
 
 def spread(frames: np.ndarray, variants: int, name: str) -> np.ndarray:
