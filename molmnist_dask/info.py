@@ -17,14 +17,15 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def problems(path, full: bool = False) -> list:
+def problems(path, full: bool = False, index=None) -> list:
     """``[(part file, problem)]`` of a store's missing or damaged parts.
 
     The quick check finds missing parts, parts whose size differs from the size the index
     recorded, and parts that do not open; ``full=True`` also reads every image (checksums).
+    ``index``: the store's index, if already read.
     """
     path = Path(path)
-    index = read_index(path)
+    index = index or read_index(path)
     if index is None:
         raise InputError(f"{path}: not a molmnist store (no {INDEX})")
     bad = []
@@ -54,7 +55,7 @@ def describe(path) -> str:
             state = f"INCOMPLETE: no {INDEX}" + (f" ({len(parts)} part files present)" if parts else "")
             raise InputError(f"{path}: not a molmnist store ({state})")
         index = read_index(path)
-        bad = problems(path)
+        bad = problems(path, index=index)
         total = len(index.parts)
         done = total - len(bad)
         complete = index.complete and not bad

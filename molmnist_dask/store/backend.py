@@ -67,7 +67,6 @@ class PartsArray(BackendArray):
             try:
                 with HDF5_LOCK:
                     nc = self.files[part.name].acquire(needs_lock=False)
-                    nc.set_auto_maskandscale(False)
                     data = nc.variables[self.var][0, lo:hi, ky, kx]
             except (OSError, RuntimeError, KeyError, IndexError) as err:
                 reason = " ".join(str(err).split()) or type(err).__name__
@@ -75,6 +74,14 @@ class PartsArray(BackendArray):
                                  f"'{self.var}' ({reason}); molmnist verify --repair, then build again") from None
             out[mine] = np.asarray(data, self.dtype).reshape(hi - lo, ny, nx)[local - lo]
         return out
+
+
+def _open_raw(path: str, mode: str = "r") -> netCDF4.Dataset:
+    """A part file whose variables read raw (no masking or scaling): set once when opened (or
+    reopened after an eviction), not on every read."""
+    nc = netCDF4.Dataset(path, mode=mode)
+    nc.set_auto_maskandscale(False)
+    return nc
 
 
 def open_parts(root: Path, parts: list, token: str) -> dict:
@@ -87,7 +94,7 @@ def open_parts(root: Path, parts: list, token: str) -> dict:
     under HDF5_LOCK, the lock every HDF5 reader and writer of xarray and of this package takes.
     """
     root = root.resolve()
-    return {p.name: CachingFileManager(netCDF4.Dataset, str(root / p.name), mode="r", lock=HDF5_LOCK,
+    return {p.name: CachingFileManager(_open_raw, str(root / p.name), mode="r", lock=HDF5_LOCK,
                                        manager_id=f"molmnist:{token}:{root / p.name}") for p in parts}
 
 

@@ -110,8 +110,7 @@ class Index:
     ``complete``, ``configuration``, ``image_attrs``, ``part_bytes``."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        path = self.root / INDEX
+        path = Path(root) / INDEX
         try:
             with xr.open_dataset(path, engine="netcdf4") as f:
                 ds = f.load()

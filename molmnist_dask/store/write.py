@@ -205,20 +205,22 @@ def _missing(root: Path, parts: list, full: bool = False) -> list:
 def _write_parts(ds: xr.Dataset, root: Path, todo: list, compression: dict, progress: bool) -> list:
     """Write the ``todo`` parts; returns each one's `_result`."""
     try:
-        if plan_of(ds) is None:  # not as build_dataset made it: written from its arrays, here
+        p = plan_of(ds)
+        if p is None:  # not as build_dataset made it: written from its arrays, here
             shared, image_attrs = _shared_header(ds), {v: dict(ds[v].attrs) for v in IMAGE_VARS}
             return [_write_from_arrays(ds, root / part.name, part, _header(shared, _part_coords(ds, part)),
                                        image_attrs, compression) for part in todo]
-        tasks = _tasks(ds, root, todo, compression)
+        tasks = _tasks(ds, root, todo, compression, p)
         return compute_with_progress(tasks, progress=progress, desc=f"build {root.name}",
                                      weights=[part.size for part in todo], unit="frame")
     except OSError as err:
         raise InputError(f"{root}: cannot write parts ({err.strerror or err})") from None
 
 
-def _tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict) -> list:
-    """One delayed `write_part` per part of ``todo``, for a dataset `build_dataset` made."""
-    p = plan_of(ds)
+def _tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict, p: Plan | None = None) -> list:
+    """One delayed `write_part` per part of ``todo``, for a dataset `build_dataset` made (its
+    plan ``p``, if already looked up)."""
+    p = p or plan_of(ds)
     image_attrs = {v: dict(ds[v].attrs) for v in IMAGE_VARS}
     # once in the graph (64 KiB of coordinates at 2048 px), not once per task
     shared = dask.delayed(_shared_header(ds), pure=True, traverse=False)
