@@ -67,9 +67,11 @@ def floor_task(source, frames, size: int, extent: float, out: str, compress: boo
 
 def floor(client, sources, size, extent, frames, scratch: Path, compress: bool) -> float:
     """Frames per second of the floor: the frames split between the workers."""
+    from molmnist_dask.dataset import frame_bytes
+    from molmnist_dask.grid import Grid
     from molmnist_dask.options import setting
 
-    step = max(1, setting("sub-block-bytes") // (8 * size * size))
+    step = max(1, setting("sub-block-bytes") // frame_bytes(Grid(size=size, extent=extent)))
     jobs = [(s, f) for s in sources for f in np.array_split(frames, 2)]
     workers = list(client.scheduler_info()["workers"])
     t = time.perf_counter()
@@ -120,7 +122,6 @@ def main():
     from molmnist_dask.cluster import connect
 
     print(f"bench_floor: {C.machine()}")
-    # builds of several seconds (a real one takes minutes): fixed costs are what they are
     # builds of several seconds (a real one takes minutes), and molecules of several hundred
     # frames at 200 px (the DCD read 4 times over), so that parts hold what they would in a
     # real build rather than 98 frames each

@@ -1,15 +1,18 @@
 """Issue 4: peak memory of the client and of each worker, and frames per second, for builds
-(``build_dataset`` + ``save_dataset`` to a store) at 256, 512, 1024 and 2048 px, on a 2-worker
-LocalCluster, with two variant counts at 2048 px to show that memory does not grow with them.
+(``build_dataset`` + ``save_dataset`` to a store) of the ten fibrils at 256, 1024, 2048 and
+4096 px, on a 2-worker LocalCluster. The plan is a list of (size, variants, part bytes): the full
+mode builds 10 x 400 variants at 256 px, 10 x 100 at 1024 px, 10 x 40 at 2048 px and 10 x 10 at
+4096 px with parts of 1 GiB, and repeats 1024 and 4096 px with parts of 1/8 GiB and 2048 px with
+parts of 1/16 GiB, to show that worker memory does not grow with the part size.
 
-In the full mode the largest build writes 10 fibrils x 160 variants at 2048 x 2048: 53.7 GB of
-float32, more than twice this machine's 24 GiB of memory (less on disk: the shapes compress).
+The largest builds (2048 and 4096 px) each write 13.4 GB of float32 (shape and pattern; less
+on disk: the shapes compress); a build that would not fit on the scratch disk is skipped.
 Each build gets a fresh cluster, so a worker's peak is its kernel high-water mark
 (VmHWM); the client's peak is sampled every 50 ms. Each store is deleted after its build.
 
 Reproduce::
 
-    python benchmarks/bench_memory.py           # ~10 min, ~30 GB of disk at the peak
+    python benchmarks/bench_memory.py           # ~10 min, up to ~14 GB of disk at the peak
     python benchmarks/bench_memory.py --quick   # small builds (< 1 min)
 
 Target (issue 8): worker peak < 2 GB at 1024, 2048 and 4096 px with parts of 1 GiB, flat in

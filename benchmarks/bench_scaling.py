@@ -88,21 +88,23 @@ def _noop(x):
     return x
 
 
-def part_frames(frames: int, frame_bytes: float, cores: int) -> int:
-    """Frames per part as save_dataset cuts ``frames`` (10 molecules) for ``cores`` threads."""
+def part_frames(frames: int, frame_bytes: int, cores: int) -> int:
+    """Frames per part as save_dataset cuts ``frames`` (10 molecules) for ``cores`` threads;
+    ``frame_bytes`` is a frame's uncompressed output, as save_dataset counts it."""
     from molmnist_dask.store.layout import frames_per_part
 
-    return frames_per_part(10, frames // 10, int(frame_bytes), cores)
+    return frames_per_part(10, frames // 10, frame_bytes, cores)
 
 
-def project(c, tau, b, k, frames, nodes, speed, tasks_per_block):
+def project(c, tau, b, fb, frames, nodes, speed, tasks_per_block):
+    """T(N) and its terms, and k, the frames per part (``fb``: a frame's uncompressed bytes)."""
     cores = CORES_PER_NODE * nodes
-    k = part_frames(frames, b, cores) if k is None else k
+    k = part_frames(frames, fb, cores)
     compute = frames * c / (speed * cores)
     sched = tasks_per_block * frames / k * tau
     io = frames * b / min(nodes * B_NODE, B_FS)
     t = T_START + max(compute, sched, io)
-    return t, compute, sched, io
+    return t, compute, sched, io, k
 
 
 def main():
@@ -110,6 +112,9 @@ def main():
                                        "help": "a Perlmutter core's speed relative to one here"})
     from _data import cellulose
     from bench_write import dd
+
+    from molmnist_dask.dataset import frame_bytes
+    from molmnist_dask.grid import Grid
 
     print(f"bench_scaling: {C.machine()}")
     plan = [(200, 40 if args.quick else 400), (1024, 8 if args.quick else 50)]
@@ -123,7 +128,7 @@ def main():
             r = runs[n]
             rows.append([size, n, f, r["wall"], f / r["wall"], t1 / r["wall"], t1 / (n * r["wall"])])
         measured[size] = {"c": t1 / f, "b": runs[2]["bytes"] / f, "k": runs[2]["block"],
-                          "tpb": runs[2]["tasks_per_block"]}
+                          "tpb": runs[2]["tasks_per_block"], "fb": frame_bytes(Grid(size=size, extent=90.0))}
     C.table(rows, ["size", "workers", "frames", "seconds", "frames/s", "speedup", "efficiency"],
             "Strong scaling on this machine (2 cores)")
 
@@ -141,9 +146,8 @@ def main():
     for size, m in measured.items():
         for nodes in (1, 10, 100):
             frames = per_core * CORES_PER_NODE * nodes
-            t, comp, sched, io = project(m["c"], tau, m["b"], None, frames, nodes, args.speed, m["tpb"])
-            rows.append([size, nodes, f"{frames:,}", part_frames(frames, m["b"], CORES_PER_NODE * nodes),
-                         comp, sched, io, t, (comp + T_START) / t])
+            t, comp, sched, io, k = project(m["c"], tau, m["b"], m["fb"], frames, nodes, args.speed, m["tpb"])
+            rows.append([size, nodes, f"{frames:,}", k, comp, sched, io, t, (comp + T_START) / t])
     C.table(rows, ["size", "nodes", "frames (200/core)", "frames/part", "compute s", "scheduler s", "I/O s",
                    "T s", "weak efficiency"],
             f"Weak scaling projected to Perlmutter CPU nodes (128 cores; speed x{args.speed:g}; "
@@ -153,16 +157,16 @@ def main():
     for frames in (10 * 2000, 2_560_000):
         rows = []
         for nodes in (1, 2, 10, 100):
-            t, comp, sched, io = project(m["c"], tau, m["b"], None, frames, nodes, args.speed, m["tpb"])
-            ideal = T_START + frames * m["c"] / (args.speed * CORES_PER_NODE * nodes)
-            rows.append([nodes, part_frames(frames, m["b"], CORES_PER_NODE * nodes), comp, sched, io, t,
-                         ideal / t, nodes * t / 3600])
+            t, comp, sched, io, k = project(m["c"], tau, m["b"], m["fb"], frames, nodes, args.speed, m["tpb"])
+            rows.append([nodes, k, comp, sched, io, t, (comp + T_START) / t, nodes * t / 3600])
         C.table(rows, ["nodes", "frames/part", "compute s", "scheduler s", "I/O s", "T s", "efficiency",
                        "node-hours"],
                 f"{frames:,} frames at 1024 x 1024 ({frames * m['b'] / 1e9:,.0f} GB) on Perlmutter CPU nodes")
-    core_hours = frames * m["c"] / args.speed / 3600
-    print(f"work: {core_hours:.2f} core-hours = {core_hours / CORES_PER_NODE:.3f} node-hours of compute; "
-          f"the start-up ({T_START:g} s) dominates below ~{math.ceil(frames * m['c'] / args.speed / CORES_PER_NODE / T_START)} node(s)")
+    big = 2_560_000  # the larger projection above
+    core_hours = big * m["c"] / args.speed / 3600
+    print(f"work ({big:,} frames): {core_hours:.2f} core-hours = {core_hours / CORES_PER_NODE:.3f} node-hours of "
+          f"compute; the start-up ({T_START:g} s) dominates below "
+          f"~{math.ceil(big * m['c'] / args.speed / CORES_PER_NODE / T_START)} node(s)")
     print(f"end: {C.machine()}")
 
 

@@ -205,8 +205,11 @@ def evaluate(nets, train_set, test_set, args):
     conditions = [("clean", None)] + [(f"{f:.0e} photons", f) for f in args.fluences]
     table, shown = {}, {}
     for label, fluence in conditions:
-        p = patterns if fluence is None else noisy(patterns, fluence, args.seed)
-        x = torch.from_numpy(test_set.transform_input(p.astype(np.float32)))[:, None]
+        if fluence is None:
+            p, x = patterns, x0
+        else:
+            p = noisy(patterns, fluence, args.seed)
+            x = torch.from_numpy(test_set.transform_input(p.astype(np.float32)))[:, None]
         row = {}
         with torch.no_grad():
             for name, net in nets.items():
