@@ -19,7 +19,8 @@ from .errors import InputError
 from .grid import Grid
 from .memory import check_frame_memory
 from .noise import add_noise
-from .options import BuildOptions, setting
+from .options import BuildOptions
+from .settings import setting
 from .render import NonFiniteCoordinates, center_positions, render
 from .sources import SourceInfo, TrajectorySource, cached, inspect, selected, spread
 
