@@ -263,7 +263,7 @@ def test_run_file_and_cli_take_the_options(tmp_path):
     from MDAnalysisTests.datafiles import DCD, PSF
 
     from molmnist_dask.cli import parser
-    from molmnist_dask.config import load_run_file
+    from molmnist_dask.runfile import load_run_file
 
     run = tmp_path / "run.toml"
     run.write_text(f'[grid]\nsize = 16\nextent = 64.0\n\n[options]\nvariants = 2\nscattering = "form_factors"\n'

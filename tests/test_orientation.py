@@ -333,7 +333,7 @@ def test_orientation_survives_open_dataset(random_build, saved):
 
 def test_run_file_and_cli_take_the_orientation(md, tmp_path, capsys):
     from molmnist_dask.cli import parser
-    from molmnist_dask.config import load_run_file, write_run_file
+    from molmnist_dask.runfile import load_run_file, write_run_file
 
     run = write_run_file(tmp_path / "run.toml", [_adk(md)], grid={"size": 16, "extent": 64.0},
                          options={"variants": 2, "orientation": (1.0, 0.0, 1.0)})
@@ -363,7 +363,7 @@ def test_run_file_and_cli_take_the_orientation(md, tmp_path, capsys):
 def test_cli_build_on_a_cluster(md, cluster, tmp_path, capsys):
     """The flags reach the workers: the store holds the images and orientations of the same
     build made here."""
-    from molmnist_dask.config import write_run_file
+    from molmnist_dask.runfile import write_run_file
 
     run = write_run_file(tmp_path / "run.toml", [_adk(md)], grid={"size": 24, "extent": 80.0},
                          options={"variants": 3, "block_size": 4})

@@ -2,11 +2,12 @@
 
 import shutil
 
+import numpy as np
 import pytest
 
 import molmnist_dask as mm
 from molmnist_dask import InputError, TrajectorySource
-from molmnist_dask.config import load_run_file, write_run_file
+from molmnist_dask.runfile import load_run_file, write_run_file
 
 
 def test_write_then_load_round_trips(md, tmp_path):
@@ -21,6 +22,30 @@ def test_write_then_load_round_trips(md, tmp_path):
                            "center": "electrons", "block_size": 3}
     ds = mm.build_dataset(run.sources, run.options)
     assert ds.sizes["x"] == 48 and ds.sizes["qx"] == 96 and ds.sizes["variant"] == 4
+
+
+def test_any_text_round_trips(tmp_path):
+    """Control characters, quotes, backslashes and non-ASCII in names, paths and selections
+    come back as they were written (tomli-w escapes what TOML needs escaped)."""
+    odd = "a\x01b\tc\x7f\"d\\e\u00e9\U0001f600\n"
+    inside, outside = tmp_path / "runs" / f"top{odd}.psf", tmp_path / f"far{odd}" / "t.dcd"
+    srcs = [TrajectorySource(f"mol{odd}", inside, [outside, inside.with_suffix(".dcd")],
+                             selection=f'name CA and segid "{odd}"', start=0, stop=5, step=2)]
+    (tmp_path / "runs").mkdir()
+    path = write_run_file(tmp_path / "runs" / "run.toml", srcs, options={"selection": odd, "variants": 2})
+    assert "\x01" not in path.read_text()              # written escaped, not raw
+    run = load_run_file(path)
+    assert run.sources == [TrajectorySource(f"mol{odd}", str(inside), [str(outside), str(inside.with_suffix(".dcd"))],
+                                            selection=f'name CA and segid "{odd}"', start=0, stop=5, step=2)]
+    assert run.options.variants == 2
+
+
+def test_numpy_values_are_written_as_numbers(md, tmp_path):
+    path = write_run_file(tmp_path / "run.toml", [TrajectorySource("adk", md.PSF, md.DCD)],
+                          grid={"size": np.int64(16), "extent": np.float64(80.0)},
+                          options={"orientation": (1.0, 0.0, 0.0)})
+    options = load_run_file(path).options
+    assert (options.size, options.extent, options.orientation) == (16, 80.0, (1.0, 0.0, 0.0))
 
 
 @pytest.mark.parametrize("center", [None, "none"])

@@ -125,7 +125,7 @@ def default_run(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, size
     pathlib.Path
         The run file, ``outdir/run.toml``.
     """
-    from ..config import write_run_file
+    from ..runfile import write_run_file
     from .virtual import write_sources
 
     config = _config(variants, seed, TWIST_MAX, ATOM_SIGMA, CHAIN_SIGMA)
@@ -282,7 +282,7 @@ def _remarks(fibril, config: dict) -> list:
 
 
 def _write_run_file(outdir: Path, names: list, size: int, extent, variants: int) -> Path:
-    from ..config import write_run_file
+    from ..runfile import write_run_file
     from ..sources import TrajectorySource
 
     sources = [TrajectorySource(name, str(outdir / f"{name}.pdb"), str(outdir / f"{name}.dcd"))
