@@ -49,6 +49,7 @@ except ModuleNotFoundError:  # pragma: no cover
 from .errors import InputError
 from .options import BuildOptions
 from .sources import TrajectorySource
+from .validate import is_int, is_number
 
 GRID_KEYS = {"size": int, "extent": float, "oversampling": int}
 OPTION_KEYS = {"variants": int, "center": str, "block_size": int, "selection": str,
@@ -68,17 +69,18 @@ class RunFile:
     path: Path | None = None
 
 
+#: How a value of a key's type is told (an int is no bool; a float may be written as an int).
+_KIND = {int: is_int, float: is_number}
+
+
 def _check_keys(table: dict, allowed: dict, where: str, path) -> None:
     for key, value in table.items():
         if key not in allowed:
             hint = ", ".join(sorted(allowed))
             raise InputError(f"{path}: unknown key '{key}' in {where} (allowed: {hint})")
-        want = allowed[key]
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            name = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
+        want = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        if not any(_KIND.get(kind, lambda v, k=kind: isinstance(v, k))(value) for kind in want):
+            name = " or ".join(t.__name__ for t in want)
             raise InputError(f"{path}: key '{key}' in {where} must be {name}, got {value!r}")
 
 
