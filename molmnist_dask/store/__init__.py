@@ -20,11 +20,10 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import InputError
-from .backend import StoreBackend, is_store, open_store
-from .catalog import PartFile, check, locate, parts
+from .backend import is_store
+from .catalog import PartFile, check, locate, parts  # noqa: F401 (PartFile: the records' type)
 from .consolidate import consolidate
-from .index import configuration, read_index
-from .layout import IMAGE_VARS, INDEX, SMALL_VARS, Part
+from .index import read_index
 from .write import DEFAULT_COMPRESSION, save_dataset
 
 __all__ = ["save_dataset", "open_dataset", "consolidate", "parts", "locate", "check", "read_index",
