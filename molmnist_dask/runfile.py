@@ -69,8 +69,13 @@ class RunFile:
     path: Path | None = None
 
 
-#: How a value of a key's type is told (an int is no bool; a float may be written as an int).
-_KIND = {int: is_int, float: is_number}
+def _is(value, kind: type) -> bool:
+    """Whether ``value`` has a key's type (an int is no bool; a float may be written as an int)."""
+    if kind is int:
+        return is_int(value)
+    if kind is float:
+        return is_number(value)
+    return isinstance(value, kind)
 
 
 def _check_keys(table: dict, allowed: dict, where: str, path) -> None:
@@ -79,7 +84,7 @@ def _check_keys(table: dict, allowed: dict, where: str, path) -> None:
             hint = ", ".join(sorted(allowed))
             raise InputError(f"{path}: unknown key '{key}' in {where} (allowed: {hint})")
         want = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
-        if not any(_KIND.get(kind, lambda v, k=kind: isinstance(v, k))(value) for kind in want):
+        if not any(_is(value, kind) for kind in want):
             name = " or ".join(t.__name__ for t in want)
             raise InputError(f"{path}: key '{key}' in {where} must be {name}, got {value!r}")
 
@@ -104,9 +109,11 @@ def load_run_file(path: str | os.PathLike) -> RunFile:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise InputError(f"{path}: cannot read run file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not valid TOML (not UTF-8 text: byte {err.start})") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -198,7 +205,7 @@ def write_run_file(path, sources, *, grid: dict | None = None, options: dict | N
         if values:
             doc[table] = values
     doc["molecule"] = [_entry(src, rel) for src in sources]
-    path.write_text(tomli_w.dumps(doc))
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")  # TOML is UTF-8, whatever the locale
     return path
 
 

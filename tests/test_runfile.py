@@ -25,19 +25,28 @@ def test_write_then_load_round_trips(md, tmp_path):
 
 
 def test_any_text_round_trips(tmp_path):
-    """Control characters, quotes, backslashes and non-ASCII in names, paths and selections
-    come back as they were written (tomli-w escapes what TOML needs escaped)."""
-    odd = "a\x01b\tc\x7f\"d\\e\u00e9\U0001f600\n"
+    """Control characters, quotes and backslashes in names, paths and selections, and
+    non-ASCII text, come back as they were written (tomli-w escapes what TOML needs escaped)."""
+    odd = "a\x01b\tc\x7f\"d\\e\n"                  # in paths too: any locale's file names hold them
+    text = f"{odd}\u00e9\U0001f600"
     inside, outside = tmp_path / "runs" / f"top{odd}.psf", tmp_path / f"far{odd}" / "t.dcd"
-    srcs = [TrajectorySource(f"mol{odd}", inside, [outside, inside.with_suffix(".dcd")],
-                             selection=f'name CA and segid "{odd}"', start=0, stop=5, step=2)]
+    source = dict(name=f"mol{text}", selection=f'name CA and segid "{text}"', start=0, stop=5, step=2)
     (tmp_path / "runs").mkdir()
-    path = write_run_file(tmp_path / "runs" / "run.toml", srcs, options={"selection": odd, "variants": 2})
-    assert "\x01" not in path.read_text()              # written escaped, not raw
+    path = write_run_file(tmp_path / "runs" / "run.toml",
+                          [TrajectorySource(topology=inside, trajectory=[outside, inside.with_suffix(".dcd")], **source)],
+                          options={"selection": text, "variants": 2})
+    assert "\x01" not in path.read_text(encoding="utf-8")   # written escaped, not raw
     run = load_run_file(path)
-    assert run.sources == [TrajectorySource(f"mol{odd}", str(inside), [str(outside), str(inside.with_suffix(".dcd"))],
-                                            selection=f'name CA and segid "{odd}"', start=0, stop=5, step=2)]
+    assert run.sources == [TrajectorySource(topology=str(inside), trajectory=[str(outside), str(inside.with_suffix(".dcd"))],
+                                            **source)]
     assert run.options.variants == 2
+
+
+def test_a_run_file_that_is_not_utf8_is_one_line(tmp_path):
+    run = tmp_path / "run.toml"
+    run.write_bytes('[[molecule]]\nname = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"run.toml: not valid TOML \(not UTF-8"):
+        load_run_file(run)
 
 
 def test_numpy_values_are_written_as_numbers(md, tmp_path):
