@@ -3,9 +3,10 @@
 They change how a build is cut into tasks and how the store's lock beats, never a byte of
 the output (what a build computes is `molmnist_dask.options.BuildOptions`). As dask-jobqueue
 does, the defaults of ``molmnist.yaml`` beside this file are loaded into dask.config when this
-module is first imported (by whatever reads a setting); override them in ``~/.config/dask/*.yaml``, with environment variables
-(``DASK_MOLMNIST__PART_FRAMES=500``), with ``dask.config.set({"molmnist.part-frames": 500})``,
-or per call where a function takes them as keywords.
+module is first imported (by whatever reads a setting); override them in
+``~/.config/dask/*.yaml``, with environment variables (``DASK_MOLMNIST__PART_FRAMES=500``),
+with ``dask.config.set({"molmnist.part-frames": 500})``, or per call where a function takes
+them as keywords.
 """
 
 from __future__ import annotations

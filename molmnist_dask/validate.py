@@ -46,7 +46,8 @@ def integer(name: str, value, minimum: int = 1, optional: bool = False):
     if value is None and optional:
         return None
     if not is_int(value) or value < minimum:
-        what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer of at least {minimum}")
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer of at least {minimum}")
         raise InputError(f"{name} must be {what}, got {value!r}")
     return int(value)
 

@@ -32,13 +32,12 @@ def test_any_text_round_trips(tmp_path):
     inside, outside = tmp_path / "runs" / f"top{odd}.psf", tmp_path / f"far{odd}" / "t.dcd"
     source = dict(name=f"mol{text}", selection=f'name CA and segid "{text}"', start=0, stop=5, step=2)
     (tmp_path / "runs").mkdir()
-    path = write_run_file(tmp_path / "runs" / "run.toml",
-                          [TrajectorySource(topology=inside, trajectory=[outside, inside.with_suffix(".dcd")], **source)],
+    trajectory = [outside, inside.with_suffix(".dcd")]
+    path = write_run_file(tmp_path / "runs" / "run.toml", [TrajectorySource(topology=inside, trajectory=trajectory, **source)],
                           options={"selection": text, "variants": 2})
     assert "\x01" not in path.read_text(encoding="utf-8")   # written escaped, not raw
     run = load_run_file(path)
-    assert run.sources == [TrajectorySource(topology=str(inside), trajectory=[str(outside), str(inside.with_suffix(".dcd"))],
-                                            **source)]
+    assert run.sources == [TrajectorySource(topology=str(inside), trajectory=[str(t) for t in trajectory], **source)]
     assert run.options.variants == 2
 
 
