@@ -33,7 +33,7 @@ def cellulose(variants: int, molecules=None, seed: int = 0) -> list:
     folder = DATA / f"cellulose-{tag}-v{variants}-s{seed}"
     try:
         from molmnist_dask.cellulose import synthesize
-        from molmnist_dask.config import load_run_file
+        from molmnist_dask.runfile import load_run_file
     except ImportError:
         return [random_cloud(FIBRIL_ATOMS[n], variants, seed=i, name=n) for i, n in enumerate(names)]
     with warnings.catch_warnings():

@@ -69,7 +69,7 @@ def floor(client, sources, size, extent, frames, scratch: Path, compress: bool) 
     """Frames per second of the floor: the frames split between the workers."""
     from molmnist_dask.dataset import frame_bytes
     from molmnist_dask.grid import Grid
-    from molmnist_dask.options import setting
+    from molmnist_dask.settings import setting
 
     step = max(1, setting("sub-block-bytes") // frame_bytes(Grid(size=size, extent=extent)))
     jobs = [(s, f) for s in sources for f in np.array_split(frames, 2)]

@@ -47,7 +47,7 @@ def throughput(client, sources, size, variants, scratch, repeats) -> tuple:
 
     import molmnist_dask as mm
     from molmnist_dask.store.partfile import encoding
-    from molmnist_dask.store import IMAGE_VARS
+    from molmnist_dask.store.layout import IMAGE_VARS
     from molmnist_dask.store import DEFAULT_COMPRESSION
 
     def lazy():

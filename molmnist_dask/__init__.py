@@ -17,7 +17,7 @@ _API = {"TrajectorySource": ".sources", "BuildOptions": ".options", "Grid": ".gr
         "build_dataset": ".dataset", "save_dataset": ".store", "open_dataset": ".store",
         "consolidate": ".store", "InputError": ".errors"}
 _MODULES = ("cluster", "store", "dataset", "options", "sources", "grid", "errors", "render", "cellulose",
-            "ml", "analysis", "plot", "info", "config", "orientation")
+            "ml", "analysis", "plot", "info", "runfile", "orientation")
 
 __all__ = [*_API, "__version__"]
 

@@ -12,6 +12,7 @@ import scipy.sparse
 import xarray as xr
 
 from .errors import InputError
+from .validate import is_int, is_real
 
 #: Default low/high frequency split, cycles per angstrom: 1/(10 A). Features larger than 10 A
 #: (the fibril's outline, its overall size and twist) fall below it; chain packing (4-8 A
@@ -83,8 +84,7 @@ def distribution(ds, split: float | None = None) -> xr.DataArray:
     q_max = float(radius.max())
     if split is None:
         split = default_split(d)
-    if isinstance(split, bool) or not isinstance(split, (int, float, np.number)) \
-            or not 0 < split < q_max:
+    if not is_real(split) or not 0 < split < q_max:
         raise InputError(f"split must be a radius in (0, {q_max:.4g}) cycles per angstrom, "
                          f"the dataset's q range; got {split!r}")
     low = (radius <= split).astype(np.float64)
@@ -108,7 +108,7 @@ def _edges(d: xr.DataArray, bins) -> np.ndarray:
     if bins is None:
         n = int(round(nyquist / dq))
         return np.concatenate([[0.0], (np.arange(n + 1) + 0.5) * dq])
-    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+    if is_int(bins):
         if bins < 1:
             raise InputError(f"bins must be a positive number of bins or increasing edges, got {bins!r}")
         return np.linspace(0.0, nyquist, int(bins) + 1)

@@ -142,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
 def _build(args) -> None:
     from . import build_dataset, save_dataset
     from .cluster import connect
-    from .config import load_run_file
+    from .runfile import load_run_file
 
     if args.run is None:
         from .cellulose import DEFAULT_VARIANTS, default_run

@@ -19,7 +19,8 @@ from .errors import InputError
 from .grid import Grid
 from .memory import check_frame_memory
 from .noise import add_noise
-from .options import BuildOptions, setting
+from .options import BuildOptions
+from .settings import setting
 from .render import NonFiniteCoordinates, center_positions, render
 from .sources import SourceInfo, TrajectorySource, cached, inspect, selected, spread
 
@@ -300,7 +301,7 @@ def build_dataset(sources, options: BuildOptions | dict | None = None, **changes
     sources : sequence of TrajectorySource
         One per molecule; the order gives the labels 0..M-1.
     options : BuildOptions or dict, optional
-        All options at once (from a run file: `molmnist_dask.config.load_run_file`).
+        All options at once (from a run file: `molmnist_dask.runfile.load_run_file`).
     size : int
         Pixels per side of the shape image.
     extent : float, optional
@@ -338,7 +339,7 @@ def build_dataset(sources, options: BuildOptions | dict | None = None, **changes
     -------
     xarray.Dataset
         Lazy (dask-backed) ``shape``, ``diffraction``, ``lost_atoms`` and ``lost_electrons``,
-        with the coordinates and attributes of the data contract (DESIGN.md). Nothing is read
+        with the coordinates and attributes of the data contract (docs/design.md). Nothing is read
         or rendered until it is computed or saved.
     """
     options = BuildOptions.make(options, **changes)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .options import positive_float, positive_int
+from .validate import positive_float, positive_int
 
 
 @dataclass(frozen=True)

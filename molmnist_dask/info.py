@@ -7,40 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .store import INDEX, is_store, open_dataset, read_index
-from .store.partfile import check_part
+from .store import check, open_dataset, read_index
 
 
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def problems(path, full: bool = False, index=None) -> list:
-    """``[(part file, problem)]`` of a store's missing or damaged parts.
-
-    The quick check finds missing parts, parts whose size differs from the size the index
-    recorded, and parts that do not open; ``full=True`` also reads every image (checksums).
-    ``index``: the store's index, if already read.
-    """
-    path = Path(path)
-    index = index or read_index(path)
-    if index is None:
-        raise InputError(f"{path}: not a molmnist store (no {INDEX})")
-    bad = []
-    for part in index.parts:
-        file = path / part.name
-        recorded = index.part_bytes.get(part, 0)
-        if not file.exists():
-            bad.append((str(file), "missing"))
-        elif recorded and file.stat().st_size != recorded:
-            bad.append((str(file), f"{file.stat().st_size} bytes, the index recorded {recorded}"))
-        else:
-            problem = check_part(file, part.size, full=full)
-            if problem:
-                bad.append((str(file), problem))
-    return bad
 
 
 def describe(path) -> str:
@@ -50,12 +23,8 @@ def describe(path) -> str:
         raise InputError(f"{path}: no such store or file")
     lines = [f"{path}  ({_size(path) / 2**20:.1f} MiB on disk)"]
     if path.is_dir():
-        if not is_store(path):
-            parts = list((path / "parts").glob("*.nc"))
-            state = f"INCOMPLETE: no {INDEX}" + (f" ({len(parts)} part files present)" if parts else "")
-            raise InputError(f"{path}: not a molmnist store ({state})")
+        bad = check(path)  # says what a folder that is not a store lacks
         index = read_index(path)
-        bad = problems(path, index=index)
         total = len(index.parts)
         done = total - len(bad)
         complete = index.complete and not bad
@@ -91,7 +60,7 @@ def verify(path, repair: bool = False) -> list:
 
     With ``repair=True`` damaged parts are deleted, so the next build recomputes just those.
     """
-    bad = problems(path, full=True)
+    bad = check(path, full=True)
     if repair:
         for part, _ in bad:
             Path(part).unlink(missing_ok=True)

@@ -8,11 +8,12 @@ and small writes. It tells a dead build from a live one on any host:
 
 - the holder writes ``FOLDER/.lock``: one JSON line (host, pid, a random token, a beat
   counter and the time it expires) and a thread renews it every ``renew`` seconds
-  (``molmnist.lock.renew`` in dask's config; default 10), raising the beat;
+  (``molmnist.lock.renew``, at most a quarter of the lease; molmnist.yaml has the defaults),
+  raising the beat;
 - another process, on this host, takes over at once when the holder's pid is gone;
 - on another host (or for a pid this host cannot see) it watches the beat: a holder that
   beats is alive (a one-line `InputError`), one that has not beaten for ``lease`` seconds
-  of the watcher's own clock (``molmnist.lock.lease``; default 60) is dead, and its lock is
+  of the watcher's own clock (``molmnist.lock.lease``) is dead, and its lock is
   taken over. So a build killed with its node resumes on any node, after at most a lease;
   no clock needs to agree with another, except to skip the wait for a lock whose expiry
   lies more than a lease in the past.
@@ -33,10 +34,9 @@ import uuid
 from pathlib import Path
 
 from .errors import InputError
+from .settings import seconds
 
 NAME = ".lock"
-LEASE = 60.0        # seconds without a beat after which a holder counts as dead
-RENEW = 10.0        # seconds between beats
 RECORD_BYTES = 512  # the lock file is padded to this: a renewal is one write of one block
 
 
@@ -46,15 +46,15 @@ def host() -> str:
 
 
 def timings() -> tuple:
-    """(lease, renew) in seconds, from dask's config ``molmnist.lock.lease`` / ``.renew``."""
-    import dask
+    """(lease, renew) in seconds, from dask's config ``molmnist.lock.lease`` / ``.renew``.
 
-    lease = float(dask.config.get("molmnist.lock.lease", LEASE))
-    renew = float(dask.config.get("molmnist.lock.renew", min(RENEW, lease / 4)))
-    if not 0 < renew < lease:
-        raise InputError(f"molmnist.lock.renew ({renew}) must be positive and below "
-                         f"molmnist.lock.lease ({lease})")
-    return lease, renew
+    A holder beats at least four times a lease, so one late beat never makes it look dead:
+    the renewal is the configured one or a quarter of the lease, whichever is shorter.
+    """
+    lease, renew = seconds("lock.lease"), seconds("lock.renew")
+    if not renew < lease:
+        raise InputError(f"molmnist.lock.renew ({renew:g}) must be below molmnist.lock.lease ({lease:g})")
+    return lease, min(renew, lease / 4)
 
 
 def _alive(pid: int) -> bool:

@@ -13,23 +13,9 @@ variant index)``, so the noise does not depend on blocks, workers or the order o
 
 from __future__ import annotations
 
-import math
 import zlib
 
 import numpy as np
-
-from .errors import InputError
-from .options import non_negative_int
-
-
-def check_fluence(fluence, noise_seed) -> None:
-    """Raise InputError unless ``fluence`` is None or a positive finite number and the seed an int >= 0."""
-    if fluence is not None:
-        ok = isinstance(fluence, (int, float, np.number)) and not isinstance(fluence, bool) \
-            and math.isfinite(fluence) and fluence > 0
-        if not ok:
-            raise InputError(f"fluence must be a positive number of photons per pattern, got {fluence!r}")
-    non_negative_int("noise_seed", noise_seed)
 
 
 def generator(noise_seed: int, molecule: str, variant: int) -> np.random.Generator:

@@ -1,78 +1,22 @@
-"""Build options, typed and validated once, and the package's settings in dask.config.
+"""Build options, typed and validated once: `BuildOptions`.
 
 `BuildOptions` holds every option that changes what a build computes (grid, centring,
 scattering, noise, frames taken). The run-file loader, the CLI and the Python API all make
 one, and it is carried unchanged into the plan, the graph tokens, the dataset attributes and
-the store's configuration check.
-
-The package's own settings (part sizes and the like, which change how a build is cut into
-tasks but never a byte of its output) live in dask.config under ``molmnist.*``, with the
-defaults of ``molmnist.yaml`` beside this file; see `setting`.
+the store's configuration check. (The package's settings, which change how a build is cut
+into tasks but never a byte of its output, are `molmnist_dask.settings`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from pathlib import Path
-
-import dask
-import dask.utils
-import numpy as np
-import yaml
 
 from .errors import InputError
+from .validate import non_negative_int, one_of, positive_float, positive_int
 
 CENTERS = ("geometry", "electrons", None)
 SCATTERING = ("electrons", "form_factors")
-
-with open(Path(__file__).with_name("molmnist.yaml")) as _f:
-    dask.config.update_defaults(yaml.safe_load(_f))
-
-
-def setting(key: str, value=None):
-    """A ``molmnist.*`` setting: ``value`` when given, else dask.config's (sizes in bytes).
-
-    Parameters
-    ----------
-    key : str
-        The name under ``molmnist.``, e.g. ``"part-frames"``.
-    value : optional
-        A per-call override; None takes the configured value.
-    """
-    if value is None:
-        value = dask.config.get(f"molmnist.{key}")
-    if key.endswith("-bytes") and isinstance(value, str):
-        value = dask.utils.parse_bytes(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"molmnist.{key} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def positive_int(name: str, value, optional: bool = False):
-    """``value`` as an int, or an InputError naming ``name`` (None passes when ``optional``)."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def non_negative_int(name: str, value) -> int:
-    """``value`` as an int >= 0 (a seed), or an InputError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def positive_float(name: str, value, what: str):
-    """``value`` as a finite positive float, or an InputError naming ``name`` and its unit."""
-    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
-        and math.isfinite(value) and value > 0
-    if not ok:
-        raise InputError(f"{name} must be a positive number of {what}, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -136,10 +80,8 @@ class BuildOptions:
         if self.extent is not None:
             fix("extent", positive_float("extent", self.extent, "angstrom"))
         fix("oversampling", positive_int("oversampling", self.oversampling))
-        if self.center not in CENTERS:
-            raise InputError(f"center must be 'geometry', 'electrons' or None, got {self.center!r}")
-        if self.scattering not in SCATTERING:
-            raise InputError(f"scattering must be 'electrons' or 'form_factors', got {self.scattering!r}")
+        one_of("center", self.center, CENTERS)
+        one_of("scattering", self.scattering, SCATTERING)
         if self.fluence is not None:
             fix("fluence", positive_float("fluence", self.fluence, "photons per pattern"))
         fix("noise_seed", non_negative_int("noise_seed", self.noise_seed))

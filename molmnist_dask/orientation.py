@@ -44,6 +44,7 @@ import zlib
 import numpy as np
 
 from .errors import InputError
+from .validate import is_number
 
 NAMES = ("z", "x", "y", "random")
 AXES = {"z": (0.0, 0.0, 1.0), "x": (1.0, 0.0, 0.0), "y": (0.0, 1.0, 0.0)}
@@ -90,7 +91,7 @@ def parse(spec):
         vector = tuple(spec)
     except TypeError:
         raise InputError(f"orientation must be a name or a 3-vector, got {spec!r}") from None
-    if len(vector) != 3 or not all(_is_number(c) for c in vector):
+    if len(vector) != 3 or not all(is_number(c) for c in vector):
         raise InputError(f"orientation: a view direction needs three numbers, got {spec!r}")
     vector = tuple(float(c) for c in vector)
     if not all(math.isfinite(c) for c in vector):
@@ -98,10 +99,6 @@ def parse(spec):
     if not any(vector):
         raise InputError(f"orientation: the view direction must not be zero, got {vector!r}")
     return vector
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def text(spec) -> str:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from .analysis import default_split, distribution
 from .errors import InputError
+from .validate import positive_int
 
 FORMATS = ("png", "pdf")
 DPI = 150
@@ -26,8 +27,7 @@ DECADES = 8
 
 def gallery_variants(n_variants: int, rows: int) -> np.ndarray:
     """Variant indices evenly spread from the first to the last (at most ``n_variants``)."""
-    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
-        raise InputError(f"rows must be a positive integer, got {rows!r}")
+    positive_int("rows", rows)
     return np.unique(np.round(np.linspace(0, n_variants - 1, min(rows, n_variants))).astype(int))
 
 

@@ -2,7 +2,7 @@
 
 Plain numpy/scipy on in-memory arrays: nothing here knows of dask, files or xarray, so it can
 be tested and timed alone (and moved to a GPU later). What it computes is the data contract of
-DESIGN.md, exactly:
+docs/design.md, exactly:
 
 - positions in angstrom (float64), minus their centre (of geometry, of electrons, or none),
   then, when a rotation R is given for the frame (`molmnist_dask.orientation`), ``R @ r``;

@@ -19,6 +19,7 @@ import numpy as np
 
 from .electrons import electron_counts
 from .errors import InputError
+from .validate import integer, positive_int
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,7 @@ class TrajectorySource:
         if not isinstance(self.selection, str):
             raise InputError(f"molecule '{self.name}': selection must be a string")
         for key in ("start", "stop", "step"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value < (1 if key == "step" else 0)):
-                raise InputError(f"molecule '{self.name}': {key} must be a "
-                                 f"{'positive' if key == 'step' else 'non-negative'} integer, got {value!r}")
+            integer(f"molecule '{self.name}': {key}", getattr(self, key), 1 if key == "step" else 0, optional=True)
 
     @property
     def files(self) -> tuple:
@@ -213,8 +210,7 @@ def inspect(source: TrajectorySource) -> SourceInfo:
 
 def spread(frames: np.ndarray, variants: int, name: str) -> np.ndarray:
     """``variants`` frames evenly spread over ``frames``, first and last included."""
-    if isinstance(variants, bool) or not isinstance(variants, (int, np.integer)) or variants < 1:
-        raise InputError(f"variants must be a positive integer, got {variants!r}")
+    positive_int("variants", variants)
     if variants > len(frames):
         raise InputError(f"molecule '{name}': variants={variants} but its trajectory offers "
                          f"only {len(frames)} frames")

@@ -1,4 +1,4 @@
-"""An independent, plain-numpy implementation of the data contract (shared/DESIGN.md).
+"""An independent, plain-numpy implementation of the data contract (docs/design.md).
 
 It shares no code with ``molmnist_dask``: it reads the trajectory with MDAnalysis, takes each
 atom's atomic number from its element (``MDAnalysis.guesser.tables.SYMB2Z``; elements guessed

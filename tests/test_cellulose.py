@@ -229,7 +229,7 @@ def test_default_extent_holds_the_largest_fibril_at_its_most_twisted():
 # -- synthesis -------------------------------------------------------------------------------------
 
 def test_synthesis_of_all_ten_reads_back(tmp_path):
-    from molmnist_dask.config import load_run_file
+    from molmnist_dask.runfile import load_run_file
 
     run_file = synthesize(tmp_path, variants=2, size=64, progress=False)
     assert run_file == tmp_path / "run.toml"
@@ -254,7 +254,7 @@ def test_synthesis_of_all_ten_reads_back(tmp_path):
 # -- the default run: variants made on the workers ---------------------------------------------------
 
 def test_default_run_is_the_papers_dataset_in_a_few_small_files(tmp_path):
-    from molmnist_dask.config import load_run_file
+    from molmnist_dask.runfile import load_run_file
 
     run_file = default_run(tmp_path)
     run = load_run_file(run_file)

@@ -11,7 +11,7 @@ import xarray as xr
 import molmnist_dask as mm
 from conftest import assert_same, cli_env, computed, looks_complete, run_cli
 from molmnist_dask import TrajectorySource
-from molmnist_dask.config import load_run_file, write_run_file
+from molmnist_dask.runfile import load_run_file, write_run_file
 
 
 @pytest.fixture(scope="module")

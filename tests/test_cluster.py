@@ -157,7 +157,7 @@ def molmnist(*args, env=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def adk_run(md, tmp_path_factory):
-    from molmnist_dask.config import write_run_file
+    from molmnist_dask.runfile import write_run_file
 
     root = tmp_path_factory.mktemp("run")
     return write_run_file(root / "adk.toml", [TrajectorySource("adk", md.PSF, md.DCD)],

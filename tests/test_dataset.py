@@ -9,7 +9,7 @@ import pytest
 import molmnist_dask as mm
 import oracle
 from conftest import computed
-from molmnist_dask.options import setting
+from molmnist_dask.settings import setting
 
 # (name, files, selection, size, extent, center, oversampling, variants)
 CASES = {

@@ -26,7 +26,7 @@ def molmnist(*args, cwd=None, timeout=600):
 def test_the_default_is_the_papers_configuration(tmp_path):
     """What ``molmnist build -o OUT`` builds: the run file its default branch writes."""
     import molmnist_dask as mm
-    from molmnist_dask.config import load_run_file
+    from molmnist_dask.runfile import load_run_file
     from molmnist_dask.cellulose import default_run
 
     run = load_run_file(default_run(tmp_path))

@@ -21,7 +21,7 @@ import molmnist_dask as mm
 from conftest import (assert_same, cli_env, closed_port, computed, looks_complete, index, mark_incomplete,
                       part_files, run_cli, save_sync)
 from molmnist_dask import InputError, TrajectorySource
-from molmnist_dask.config import write_run_file
+from molmnist_dask.runfile import write_run_file
 from molmnist_dask.info import describe
 
 

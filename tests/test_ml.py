@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,13 @@ def test_import_without_torch_names_the_extra(monkeypatch):
         importlib.import_module("molmnist_dask.ml")
     import molmnist_dask  # noqa: F401 - the package itself never needs torch
     assert "molmnist_dask.ml" not in sys.modules
+
+
+def _part_files(store) -> list:
+    """A store's part files, as the store names them (`molmnist_dask.store.parts`)."""
+    from molmnist_dask.store import parts
+
+    return sorted(Path(p.path) for p in parts(store))
 
 
 @needs_torch
@@ -159,10 +167,10 @@ def test_chunks_decode_what_hdf5_reads(store, tmp_path, layout):
     from molmnist_dask.ml.chunks import Chunks, open_fd
 
     if layout == "default":  # shapes shuffled, deflated, checksummed; patterns checksummed
-        files, filters = sorted((store / "parts").glob("*.nc")), {"shape": [3, 2, 1], "diffraction": [3]}
+        files, filters = _part_files(store), {"shape": [3, 2, 1], "diffraction": [3]}
     elif layout == "raw, no checksums":
         raw = _adk_store(tmp_path / "raw", compression={"shape": 0}, checksums=False)
-        files, filters = sorted((raw / "parts").glob("*.nc")), {"shape": [], "diffraction": []}
+        files, filters = _part_files(raw), {"shape": [], "diffraction": []}
     else:  # all molecules in one file: chunks of a (molecule, variant) grid
         files = [mm.consolidate(store, tmp_path / "one.nc", progress=False)]
         filters = {"shape": [3, 2, 1], "diffraction": [3]}
@@ -207,7 +215,7 @@ def test_a_corrupt_image_names_its_file(store, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(store, copy)
-    part = sorted((copy / "parts").glob("*.nc"))[1]
+    part = _part_files(copy)[1]
     corrupt = {"diffraction": (2, 100), "shape": (3, 10)}  # (variant, byte): raw; deflated
     for var, (variant, at) in corrupt.items():
         with h5py.File(part) as f:
@@ -281,7 +289,7 @@ def test_statistics_are_cached_and_recomputed_when_the_store_changes(store, monk
     assert len(calls) == 1 and again.stats == first.stats  # read from the cache
     DiffractionDataset(store, "train", size=8)  # other settings: their own cache file
     assert len(calls) == 2 and len(list(store.glob("ml-stats-*.json"))) == 2
-    part = sorted((store / "parts").glob("*.nc"))[0]
+    part = _part_files(store)[0]
     os.utime(part, ns=(part.stat().st_atime_ns, part.stat().st_mtime_ns + 10**9))  # rewritten
     changed = DiffractionDataset(store, "train", size=16)
     assert len(calls) == 3 and changed.stats == first.stats

@@ -263,18 +263,118 @@ def test_run_file_and_cli_take_the_options(tmp_path):
     from MDAnalysisTests.datafiles import DCD, PSF
 
     from molmnist_dask.cli import parser
-    from molmnist_dask.config import load_run_file
+    from molmnist_dask.runfile import load_run_file
 
     run = tmp_path / "run.toml"
     run.write_text(f'[grid]\nsize = 16\nextent = 64.0\n\n[options]\nvariants = 2\nscattering = "form_factors"\n'
                    f'fluence = 1e5\nnoise_seed = 4\n\n[[molecule]]\nname = "adk"\ntopology = "{PSF}"\n'
                    f'trajectory = "{DCD}"\n')
-    config = load_run_file(run)
-    assert config.options["scattering"] == "form_factors" and config.options["fluence"] == 1e5
+    run = load_run_file(run)
+    assert run.options["scattering"] == "form_factors" and run.options["fluence"] == 1e5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = mm.build_dataset(config.sources, **config.options)
+        ds = mm.build_dataset(run.sources, **run.options)
     assert ds.attrs["noise_seed"] == 4 and ds.attrs["scattering"] == "form_factors"
     args = parser().parse_args(["build", "-o", "x", "--scattering", "form_factors", "--fluence", "1e5",
                                 "--noise-seed", "2"])
     assert (args.scattering, args.fluence, args.noise_seed) == ("form_factors", 1e5, 2)
+
+
+# --- the package's settings (molmnist_dask.settings) and the value checks (validate) ------------
+
+def _settings_read() -> set:
+    """Every ``molmnist.*`` key the package's code reads, from its source."""
+    import ast
+    from pathlib import Path
+
+    keys = set()
+    for path in Path(mm.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) \
+                    in ("setting", "seconds") and node.args and isinstance(node.args[0], ast.Constant):
+                keys.add(node.args[0].value)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and node.value.startswith("molmnist.") and " " not in node.value:
+                keys.add(node.value.removeprefix("molmnist.").rstrip("."))
+    return keys - {"", "yaml"}
+
+
+def test_every_setting_has_its_default_in_molmnist_yaml():
+    """The yaml beside the code holds every default: no setting read anywhere lacks one."""
+    from pathlib import Path
+
+    import yaml
+
+    defaults = yaml.safe_load((Path(mm.__file__).parent / "molmnist.yaml").read_text())["molmnist"]
+
+    def has(key):
+        node = defaults
+        for name in key.split("."):
+            if not isinstance(node, dict) or name not in node:
+                return False
+            node = node[name]
+        return True
+
+    read = _settings_read()
+    assert {"part-bytes", "part-frames", "sub-block-bytes", "lock.lease", "lock.renew"} <= read
+    assert [key for key in sorted(read) if not has(key)] == []
+
+
+def test_lock_timings_from_the_settings():
+    from molmnist_dask.lock import timings
+
+    assert timings() == (60.0, 10.0)
+    with dask.config.set({"molmnist.lock.lease": 20}):
+        assert timings() == (20.0, 5.0)               # at least four beats a lease
+    with dask.config.set({"molmnist.lock.lease": 1.0, "molmnist.lock.renew": 0.2}):
+        assert timings() == (1.0, 0.2)
+    for bad in ({"molmnist.lock.renew": 60}, {"molmnist.lock.lease": "long"}, {"molmnist.lock.renew": 0}):
+        with dask.config.set(bad), pytest.raises(InputError, match="molmnist.lock"):
+            timings()
+
+
+def test_setting_parses_sizes_and_refuses_nonsense():
+    from molmnist_dask.settings import setting
+
+    assert setting("part-bytes") == 2**30 and setting("part-frames", 7) == 7
+    with dask.config.set({"molmnist.part-frames": 0}), pytest.raises(InputError, match="molmnist.part-frames"):
+        setting("part-frames")
+
+
+@pytest.mark.parametrize("value, ok", [(3, True), (np.int64(3), True), (0, False), (True, False),
+                                       (2.0, False), ("2", False), (None, False)])
+def test_positive_int(value, ok):
+    from molmnist_dask.validate import positive_int
+
+    if ok:
+        assert positive_int("n", value) == 3 and type(positive_int("n", value)) is int
+    else:
+        with pytest.raises(InputError, match=rf"^n must be a positive integer, got {value!r}$"):
+            positive_int("n", value)
+
+
+def test_the_other_checks():
+    from molmnist_dask import validate as v
+
+    assert v.positive_int("n", None, optional=True) is None and v.non_negative_int("seed", 0) == 0
+    assert v.positive_float("extent", np.float32(2.5), "angstrom") == 2.5
+    assert v.integer("residues", 2, minimum=2) == 2 and v.one_of("log", None, ("log1p", None)) is None
+    for call, match in ((lambda: v.non_negative_int("seed", -1), "seed must be a non-negative integer"),
+                        (lambda: v.integer("residues", 1, minimum=2), "residues must be an integer of at least 2"),
+                        (lambda: v.positive_float("extent", float("inf"), "angstrom"),
+                         "extent must be a positive number of angstrom"),
+                        (lambda: v.positive_float("fluence", True), "fluence must be a positive number, got True"),
+                        (lambda: v.one_of("log", "ln", ("log1p", None)), "log must be one of 'log1p', None")):
+        with pytest.raises(InputError, match=match):
+            call()
+
+
+def test_the_checks_are_written_once():
+    """The positive-int test (and its kin) lives in molmnist_dask/validate.py alone."""
+    import re
+    from pathlib import Path
+
+    pattern = re.compile(r"isinstance\([^()]*\bbool\b")
+    found = [f"{path.name}:{i}" for path in Path(mm.__file__).parent.rglob("*.py") if path.name != "validate.py"
+             for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []

@@ -236,7 +236,7 @@ def test_output_that_is_an_input_is_refused(md, tmp_path, capsys):
     import MDAnalysis as mda
 
     from conftest import quiet_universe, run_cli
-    from molmnist_dask.config import write_run_file
+    from molmnist_dask.runfile import write_run_file
 
     u = quiet_universe(md.PSF, md.DCD)
     traj = tmp_path / "out.nc"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..validate import integer
 from .crystal import chain_template, lattice_vectors
 from .profiles import chain_sites, label, rows
 
@@ -103,8 +103,7 @@ def build_fibril(name: str, residues: int = RESIDUES) -> Fibril:
     >>> fibril.n_chains, fibril.n_atoms, fibril.n_electrons
     (4, 3372, 13800)
     """
-    if isinstance(residues, bool) or not isinstance(residues, (int, np.integer)) or residues < 2:
-        raise InputError(f"residues must be an integer of at least 2, got {residues!r}")
+    integer("residues", residues, minimum=2)
     row_counts = rows(name)
     sites = chain_sites(row_counts)
     chains = [_chain(kind, i, j, residues) for _, kind, i, j in sites]

@@ -19,11 +19,10 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-
 from .. import __version__
 from ..errors import InputError
 from ..lock import StoreLock
+from ..validate import is_real, non_negative_int, positive_float, positive_int
 from . import files
 from .fibril import RESIDUES, build_fibril
 from .profiles import MOLECULES
@@ -126,7 +125,7 @@ def default_run(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, size
     pathlib.Path
         The run file, ``outdir/run.toml``.
     """
-    from ..config import write_run_file
+    from ..runfile import write_run_file
     from .virtual import write_sources
 
     config = _config(variants, seed, TWIST_MAX, ATOM_SIGMA, CHAIN_SIGMA)
@@ -170,24 +169,14 @@ def _check_molecules(molecules) -> list:
     return [m for m in MOLECULES if m in names]     # the paper's order, once each
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
-
-
 def _config(variants, seed, twist_max, atom_sigma, chain_sigma) -> dict:
     """The configuration that decides the files' content; checks each option."""
-    if not _is_int(variants) or variants < 1:
-        raise InputError(f"variants must be a positive integer, got {variants!r}")
-    if not _is_int(seed) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    if not _is_real(twist_max):
+    positive_int("variants", variants)
+    non_negative_int("seed", seed)
+    if not is_real(twist_max):
         raise InputError(f"twist_max must be a finite number (degrees/nm), got {twist_max!r}")
     for key, value in (("atom_sigma", atom_sigma), ("chain_sigma", chain_sigma)):
-        if not _is_real(value) or value < 0:
+        if not is_real(value) or value < 0:
             raise InputError(f"{key} must be a non-negative number (angstrom), got {value!r}")
     return {"format": FORMAT_VERSION, "residues": RESIDUES, "variants": int(variants),
             "seed": int(seed), "twist_min": 0.0, "twist_max": float(twist_max),
@@ -195,10 +184,9 @@ def _config(variants, seed, twist_max, atom_sigma, chain_sigma) -> dict:
 
 
 def _check_grid(size, extent) -> None:
-    if not _is_int(size) or size < 1:
-        raise InputError(f"size must be a positive integer (pixels), got {size!r}")
-    if extent is not None and (not _is_real(extent) or extent <= 0):
-        raise InputError(f"extent must be a positive number (angstrom), got {extent!r}")
+    positive_int("size", size)
+    if extent is not None:
+        positive_float("extent", extent, "angstrom")
 
 
 def fingerprint(config: dict) -> str:
@@ -294,7 +282,7 @@ def _remarks(fibril, config: dict) -> list:
 
 
 def _write_run_file(outdir: Path, names: list, size: int, extent, variants: int) -> Path:
-    from ..config import write_run_file
+    from ..runfile import write_run_file
     from ..sources import TrajectorySource
 
     sources = [TrajectorySource(name, str(outdir / f"{name}.pdb"), str(outdir / f"{name}.dcd"))

@@ -31,6 +31,7 @@ from MDAnalysis.core.topologyattrs import (
 from MDAnalysis.topology.base import TopologyReaderBase
 
 from ..errors import InputError
+from ..validate import is_int
 from .fibril import RESIDUES, RESNAME, build_fibril
 from .files import BOX_PADDING, CHAIN_IDS
 from .profiles import MOLECULES
@@ -96,7 +97,7 @@ def read_spec(path) -> dict:
     if content["molecule"] not in MOLECULES:
         raise InputError(f"{path}: unknown molecule {content['molecule']!r}")
     for key in ("variants", "residues"):
-        if not isinstance(content[key], int) or content[key] < 1:
+        if not is_int(content[key]) or content[key] < 1:  # JSON true is no count
             raise InputError(f"{path}: {key} must be a positive integer")
     return content
 

@@ -7,18 +7,20 @@ float32 batch; transforms run once per batch. Part files are opened once per pro
 DataLoader worker opens its own) and kept open. ``in_memory=True`` reads the
 split once and serves every batch from memory.
 
-Only `_part_layout` knows where an item's images live in the files.
+Where an item's images lie in the files is the store's to say (`molmnist_dask.store.parts`
+and `locate`); this module reads them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..store import locate, open_dataset, parts
+from ..validate import is_int, one_of, positive_float, positive_int
 from . import stats as _stats
 from .reader import PartFiles, default_threads
 from .splits import STRIPES, split_items
@@ -35,42 +37,8 @@ _MIN_SHARE = 8  # images per thread, at least
 _STATS_VERSION = 1
 
 
-class Part(NamedTuple):
-    """One file holding images of one molecule: variants ``start..stop-1`` at ``row`` of the
-    file's molecule axis, offset ``start`` along its variant axis."""
-
-    molecule: int
-    start: int
-    stop: int
-    path: str
-    row: int
-
-
-def _part_layout(path: Path) -> list:
-    """Where every image lives: a list of `Part`, for a store folder or a single ``.nc`` file.
-
-    The one place in `ml` that knows how a store lies on disk: the part layout recorded in
-    the store's index (``molmnist_dask.store.read_index``).
-    """
-    from ..store import read_index
-
-    path = Path(path).resolve()
-    if path.is_file():
-        import netCDF4
-
-        with netCDF4.Dataset(path) as nc:
-            n_molecules, n_variants = nc.variables["shape"].shape[:2]
-        return [Part(m, 0, n_variants, str(path), m) for m in range(n_molecules)]
-    index = read_index(path)
-    if index is None:
-        raise InputError(f"{path}: not a molmnist store (no index)")
-    return [Part(p.molecule, p.start, p.stop, str(path / p.name), 0) for p in index.parts]
-
-
 def _metadata(path: Path) -> dict:
     """Molecule names, labels and image sizes (no image is read)."""
-    from ..store import open_dataset
-
     if not path.exists():
         raise InputError(f"{path}: no such dataset")
     ds = open_dataset(path, chunks=None)  # no dask: only coordinates are read
@@ -82,21 +50,6 @@ def _metadata(path: Path) -> dict:
             "n_variants": int(ds.sizes["variant"]), "n": int(ds.sizes["x"]), "q": int(ds.sizes["qx"])}
     ds.close()
     return meta
-
-
-def _locate(parts: list, items: np.ndarray) -> tuple:
-    """For each (molecule, variant) item: its part's index in ``parts`` and its offset there."""
-    order = sorted(range(len(parts)), key=lambda p: (parts[p].molecule, parts[p].start))
-    span = max(p.stop for p in parts) + 1
-    keys = np.array([parts[p].molecule * span + parts[p].start for p in order], np.int64)
-    pos = np.searchsorted(keys, items[:, 0] * span + items[:, 1], side="right") - 1
-    which = np.asarray(order, np.int64)[np.clip(pos, 0, None)]
-    start = np.array([p.start for p in parts], np.int64)[which]
-    stop = np.array([p.stop for p in parts], np.int64)[which]
-    molecule = np.array([p.molecule for p in parts], np.int64)[which]
-    if len(items) and ((pos < 0) | (items[:, 1] >= stop) | (molecule != items[:, 0])).any():
-        raise InputError("the store's layout does not cover every item; is it complete?")
-    return which, items[:, 1] - start
 
 
 class _Batch(list):
@@ -174,22 +127,16 @@ class DiffractionDataset(torch.utils.data.Dataset):
                                      ("normalize", normalize, NORMALIZE),
                                      ("target_scale", target_scale, TARGET_SCALE),
                                      ("in_memory", in_memory, (True, False, "auto"))):
-            if value not in allowed:
-                raise InputError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-        if not floor > 0:
-            raise InputError(f"floor must be positive, got {floor!r}")
+            one_of(name, value, allowed)
+        positive_float("floor", floor)
         self.path = Path(path)
         self.split, self.by, self.log, self.floor = split, by, log, float(floor)
         self.normalize, self.target_scale, self.return_label = normalize, target_scale, return_label
-        if read_threads is not None and (isinstance(read_threads, bool) or not isinstance(read_threads, int)
-                                         or read_threads < 1):
-            raise InputError(f"read_threads must be a positive integer, got {read_threads!r}")
-        self._threads = read_threads
+        self._threads = positive_int("read_threads", read_threads, optional=True)
         meta = _metadata(self.path)
         self.molecules, self.labels = meta["molecules"], meta["labels"]
         n, m = meta["n"], meta["q"]
-        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
-                                 or not 1 <= size <= n):
+        if size is not None and not (is_int(size) and 1 <= size <= n):
             raise InputError(f"size must be an integer from 1 to {n} (the shape's size), got {size!r}")
         self.size = int(size) if size is not None else n
         self.qsize = self.size * m // n
@@ -200,8 +147,8 @@ class DiffractionDataset(torch.utils.data.Dataset):
         self._split_key = {"by": by, "fractions": [float(f) for f in fractions], "seed": int(seed),
                            "stripes": int(stripes) if by == "variant" else None}
         self._train = splits["train"]
-        self._parts = _part_layout(self.path)
-        self._where = _locate(self._parts, self.items)
+        self._parts = parts(self.path)
+        self._where = locate(self._parts, self.items)
         self._files, self._memory = None, None
         if isinstance(stats, dict):
             stats = Stats(**stats)
@@ -377,7 +324,7 @@ class DiffractionDataset(torch.utils.data.Dataset):
 
     def compute_stats(self) -> Stats:
         """`Stats` of the training split, read part by part with plain numpy (no cache)."""
-        which, local = _locate(self._parts, self._train)
+        which, local = locate(self._parts, self._train)
         moments = Moments()
         order = np.lexsort((local, which))  # part by part, in file order
         for start in range(0, len(order), _LOAD_BATCH):

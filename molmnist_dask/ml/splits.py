@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..validate import positive_int
 
 BY = ("variant", "molecule", "random")
 STRIPES = 10
@@ -65,8 +66,7 @@ def split_items(n_molecules: int, n_variants: int, *, by: str = "variant",
     if by not in BY:
         raise InputError(f"by must be one of {', '.join(map(repr, BY))}, got {by!r}")
     if by == "variant":
-        if isinstance(stripes, bool) or not isinstance(stripes, (int, np.integer)) or stripes < 1:
-            raise InputError(f"stripes must be a positive integer, got {stripes!r}")
+        positive_int("stripes", stripes)
         units = np.array_split(np.arange(n_variants), min(int(stripes), n_variants))
         what = "variant ranges"
     else:

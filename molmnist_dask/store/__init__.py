@@ -3,9 +3,14 @@
 
 - `save_dataset`: one streaming task per part file (`write`), the index last (`index`);
 - `open_dataset`: ``xr.open_dataset(store)`` through the package's xarray backend (`backend`);
-- `consolidate`: one NetCDF file for sharing.
+- `consolidate`: one NetCDF file for sharing;
+- `parts`, `locate` and `check`: where each image lies, file by file, and whether the files
+  are sound (`catalog`), for readers that go to the files themselves (ml, info, verify);
+- `read_index`: the store's manifest (completeness, part count, coordinates).
 
-Only this subpackage knows how a store lies on disk (`layout`).
+Only this subpackage knows how a store lies on disk (`layout`): code elsewhere in the package
+uses the names of ``__all__`` and nothing else (tests/test_boundaries.py checks ml, info and
+plot).
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import InputError
-from .backend import StoreBackend, is_store, open_store
+from .backend import is_store
+from .catalog import PartFile, check, locate, parts  # noqa: F401 (PartFile: the records' type)
 from .consolidate import consolidate
-from .index import configuration, read_index
-from .layout import IMAGE_VARS, INDEX, SMALL_VARS, Part
+from .index import read_index
 from .write import DEFAULT_COMPRESSION, save_dataset
 
-__all__ = ["save_dataset", "open_dataset", "consolidate", "configuration", "read_index",
-           "StoreBackend", "is_store", "Part", "IMAGE_VARS", "SMALL_VARS", "INDEX", "DEFAULT_COMPRESSION"]
+__all__ = ["save_dataset", "open_dataset", "consolidate", "parts", "locate", "check", "read_index",
+           "DEFAULT_COMPRESSION"]
 
 
 def open_dataset(path, *, chunks: str | None = "image") -> xr.Dataset:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..options import setting
+from ..settings import setting
 
 INDEX = "index.nc"
 PARTS = "parts"

@@ -169,18 +169,19 @@ def disk_error(err: RuntimeError, path: Path) -> OSError:
     return OSError(errno.EIO, f"writing {path.name} failed ({err}; {free:.1f} MiB free on its disk)")
 
 
-def check_part(path: Path, n_variants: int, full: bool = False) -> str | None:
+def check_part(path: Path, n_variants: int | None = None, full: bool = False) -> str | None:
     """Why a part file is not usable (None when it is).
 
-    The quick check opens the file and checks its variables and sizes (a truncated HDF5 file
-    does not open); ``full=True`` also reads every chunk, which verifies the checksums.
+    The quick check opens the file and checks its variables and, given ``n_variants``, their
+    sizes (a truncated HDF5 file does not open); ``full=True`` also reads every chunk, which
+    verifies the checksums.
     """
     try:
         with HDF5_LOCK, netCDF4.Dataset(path) as nc:
             for var in IMAGE_VARS + SMALL_VARS:
                 if var not in nc.variables:
                     return f"no variable '{var}'"
-                if nc.variables[var].shape[:2] != (1, n_variants):
+                if n_variants is not None and nc.variables[var].shape[:2] != (1, n_variants):
                     return f"'{var}' has shape {nc.variables[var].shape}, expected (1, {n_variants}, ...)"
                 if full:
                     nc.variables[var][...]

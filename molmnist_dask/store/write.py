@@ -21,7 +21,7 @@ import xarray as xr
 from ..dataset import Plan, frame_bytes, plan_of, render_block
 from ..errors import InputError
 from ..lock import StoreLock
-from ..options import setting
+from ..settings import setting
 from ..progress import active_client, compute_with_progress
 from .index import configuration, differences, read_index, write_index
 from .layout import IMAGE_VARS, SMALL_VARS, Part, cut, frames_per_part

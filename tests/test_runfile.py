@@ -2,11 +2,12 @@
 
 import shutil
 
+import numpy as np
 import pytest
 
 import molmnist_dask as mm
 from molmnist_dask import InputError, TrajectorySource
-from molmnist_dask.config import load_run_file, write_run_file
+from molmnist_dask.runfile import load_run_file, write_run_file
 
 
 def test_write_then_load_round_trips(md, tmp_path):
@@ -21,6 +22,38 @@ def test_write_then_load_round_trips(md, tmp_path):
                            "center": "electrons", "block_size": 3}
     ds = mm.build_dataset(run.sources, run.options)
     assert ds.sizes["x"] == 48 and ds.sizes["qx"] == 96 and ds.sizes["variant"] == 4
+
+
+def test_any_text_round_trips(tmp_path):
+    """Control characters, quotes and backslashes in names, paths and selections, and
+    non-ASCII text, come back as they were written (tomli-w escapes what TOML needs escaped)."""
+    odd = "a\x01b\tc\x7f\"d\\e\n"                  # in paths too: any locale's file names hold them
+    text = f"{odd}\u00e9\U0001f600"
+    inside, outside = tmp_path / "runs" / f"top{odd}.psf", tmp_path / f"far{odd}" / "t.dcd"
+    source = dict(name=f"mol{text}", selection=f'name CA and segid "{text}"', start=0, stop=5, step=2)
+    (tmp_path / "runs").mkdir()
+    trajectory = [outside, inside.with_suffix(".dcd")]
+    path = write_run_file(tmp_path / "runs" / "run.toml", [TrajectorySource(topology=inside, trajectory=trajectory, **source)],
+                          options={"selection": text, "variants": 2})
+    assert "\x01" not in path.read_text(encoding="utf-8")   # written escaped, not raw
+    run = load_run_file(path)
+    assert run.sources == [TrajectorySource(topology=str(inside), trajectory=[str(t) for t in trajectory], **source)]
+    assert run.options.variants == 2
+
+
+def test_a_run_file_that_is_not_utf8_is_one_line(tmp_path):
+    run = tmp_path / "run.toml"
+    run.write_bytes('[[molecule]]\nname = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"run.toml: not valid TOML \(not UTF-8"):
+        load_run_file(run)
+
+
+def test_numpy_values_are_written_as_numbers(md, tmp_path):
+    path = write_run_file(tmp_path / "run.toml", [TrajectorySource("adk", md.PSF, md.DCD)],
+                          grid={"size": np.int64(16), "extent": np.float64(80.0)},
+                          options={"orientation": (1.0, 0.0, 0.0)})
+    options = load_run_file(path).options
+    assert (options.size, options.extent, options.orientation) == (16, 80.0, (1.0, 0.0, 0.0))
 
 
 @pytest.mark.parametrize("center", [None, "none"])

@@ -28,7 +28,8 @@ A run file looks like this (paths are relative to the run file)::
     stop = 2000
     step = 1
 
-Every unknown or mistyped key is an error that names it.
+Every unknown or mistyped key is an error that names it. `write_run_file` writes one
+(with tomli-w, so any text round-trips); `load_run_file` reads it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import tomli_w
 
 try:  # Python >= 3.11
     import tomllib
@@ -45,6 +49,7 @@ except ModuleNotFoundError:  # pragma: no cover
 from .errors import InputError
 from .options import BuildOptions
 from .sources import TrajectorySource
+from .validate import is_int, is_number
 
 GRID_KEYS = {"size": int, "extent": float, "oversampling": int}
 OPTION_KEYS = {"variants": int, "center": str, "block_size": int, "selection": str,
@@ -56,7 +61,7 @@ TOP_KEYS = {"grid", "options", "molecule"}
 
 
 @dataclass
-class RunConfig:
+class RunFile:
     """What a run file says: the sources and the build's options."""
 
     sources: list[TrajectorySource]
@@ -64,21 +69,27 @@ class RunConfig:
     path: Path | None = None
 
 
+def _is(value, kind: type) -> bool:
+    """Whether ``value`` has a key's type (an int is no bool; a float may be written as an int)."""
+    if kind is int:
+        return is_int(value)
+    if kind is float:
+        return is_number(value)
+    return isinstance(value, kind)
+
+
 def _check_keys(table: dict, allowed: dict, where: str, path) -> None:
     for key, value in table.items():
         if key not in allowed:
             hint = ", ".join(sorted(allowed))
             raise InputError(f"{path}: unknown key '{key}' in {where} (allowed: {hint})")
-        want = allowed[key]
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            name = want.__name__ if isinstance(want, type) else " or ".join(t.__name__ for t in want)
+        want = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        if not any(_is(value, kind) for kind in want):
+            name = " or ".join(t.__name__ for t in want)
             raise InputError(f"{path}: key '{key}' in {where} must be {name}, got {value!r}")
 
 
-def load_run_file(path: str | os.PathLike) -> RunConfig:
+def load_run_file(path: str | os.PathLike) -> RunFile:
     """Read a TOML run file.
 
     Parameters
@@ -88,7 +99,7 @@ def load_run_file(path: str | os.PathLike) -> RunConfig:
 
     Returns
     -------
-    RunConfig
+    RunFile
         ``sources`` and ``options`` (a `BuildOptions`) for `build_dataset`.
 
     Raises
@@ -98,9 +109,11 @@ def load_run_file(path: str | os.PathLike) -> RunConfig:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise InputError(f"{path}: cannot read run file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not valid TOML (not UTF-8 text: byte {err.start})") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -128,7 +141,7 @@ def load_run_file(path: str | os.PathLike) -> RunConfig:
         options = BuildOptions.from_mapping(options)
     except InputError as err:
         raise InputError(f"{path}: {err}") from None
-    return RunConfig(sources=sources, options=options, path=path)
+    return RunFile(sources=sources, options=options, path=path)
 
 
 def _source(entry: dict, index: int, default_selection: str, path: Path) -> TrajectorySource:
@@ -151,14 +164,14 @@ def _source(entry: dict, index: int, default_selection: str, path: Path) -> Traj
     )
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def _plain(value):
+    """A value as TOML writes it: numpy scalars as Python ones, tuples (a view direction from
+    BuildOptions) as arrays."""
+    if isinstance(value, np.generic):
+        return value.item()
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
+        return [_plain(v) for v in value]
+    return value
 
 
 def write_run_file(path, sources, *, grid: dict | None = None, options: dict | None = None) -> Path:
@@ -185,24 +198,20 @@ def write_run_file(path, sources, *, grid: dict | None = None, options: dict | N
         p = Path(p).resolve()
         return str(p.relative_to(base)) if p.is_relative_to(base) else str(p)
 
-    lines = []
+    doc = {}
     for table, values, allowed in (("grid", grid, GRID_KEYS), ("options", options, OPTION_KEYS)):
-        # a tuple (a view direction from BuildOptions) is a TOML array like a list
-        values = {k: list(v) if isinstance(v, tuple) else v for k, v in (values or {}).items() if v is not None}
+        values = {k: _plain(v) for k, v in (values or {}).items() if v is not None}
         _check_keys(values, allowed, f"[{table}]", path)
         if values:
-            lines.append(f"[{table}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-            lines.append("")
-    for src in sources:
-        lines.append("[[molecule]]")
-        lines.append(f"name = {_toml_value(src.name)}")
-        lines.append(f"topology = {_toml_value(rel(src.topology))}")
-        lines.append(f"trajectory = {_toml_value([rel(t) for t in src.trajectory])}")
-        lines.append(f"selection = {_toml_value(src.selection)}")
-        for key in ("start", "stop", "step"):
-            if getattr(src, key) is not None:
-                lines.append(f"{key} = {getattr(src, key)}")
-        lines.append("")
-    path.write_text("\n".join(lines))
+            doc[table] = values
+    doc["molecule"] = [_entry(src, rel) for src in sources]
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")  # TOML is UTF-8, whatever the locale
     return path
+
+
+def _entry(src: TrajectorySource, rel) -> dict:
+    """A source's ``[[molecule]]`` table, its paths through ``rel``."""
+    entry = {"name": src.name, "topology": rel(src.topology), "trajectory": [rel(t) for t in src.trajectory],
+             "selection": src.selection}
+    entry.update({k: int(getattr(src, k)) for k in ("start", "stop", "step") if getattr(src, k) is not None})
+    return entry
