@@ -27,6 +27,7 @@ A run file looks like this (paths are relative to the run file)::
     start = 0                  # optional frame range
     stop = 2000
     step = 1
+    labels = "2x2.labels.csv"  # optional per-frame labels: 'twist [degree/nm],time [ps]' header, a row per frame
 
 Every unknown or mistyped key is an error that names it.
 """
@@ -51,7 +52,7 @@ OPTION_KEYS = {"variants": int, "center": str, "block_size": int, "selection": s
                "scattering": str, "fluence": float, "noise_seed": int,
                "orientation": (str, list), "orientation_seed": int, "orientations_per_frame": int}
 MOLECULE_KEYS = {"name": str, "topology": str, "trajectory": (str, list), "selection": str,
-                 "start": int, "stop": int, "step": int}
+                 "start": int, "stop": int, "step": int, "labels": str}
 TOP_KEYS = {"grid", "options", "molecule"}
 
 
@@ -148,6 +149,7 @@ def _source(entry: dict, index: int, default_selection: str, path: Path) -> Traj
         trajectory=[str(base / t) for t in trajectory],
         selection=entry.get("selection", default_selection),
         start=entry.get("start"), stop=entry.get("stop"), step=entry.get("step"),
+        labels=str(base / entry["labels"]) if "labels" in entry else None,
     )
 
 
@@ -203,6 +205,8 @@ def write_run_file(path, sources, *, grid: dict | None = None, options: dict | N
         for key in ("start", "stop", "step"):
             if getattr(src, key) is not None:
                 lines.append(f"{key} = {getattr(src, key)}")
+        if src.labels is not None:
+            lines.append(f"labels = {_toml_value(rel(src.labels))}")
         lines.append("")
     path.write_text("\n".join(lines))
     return path
