@@ -114,7 +114,7 @@ def _column(cell: str, where: str) -> tuple:
     return name, units
 
 
-def reader_labels(reader, frames, time: bool = True) -> dict:
+def reader_labels(reader, frames, time: bool = True, read=None) -> dict:
     """What the trajectory reader knows of ``frames``: its own labels (``molmnist_labels``)
     and, where it has one and ``time`` is asked for, each frame's time from MDAnalysis."""
     frames = np.asarray(frames, dtype=np.intp)
@@ -123,20 +123,22 @@ def reader_labels(reader, frames, time: bool = True) -> dict:
     if own is not None:
         labels.update({name: make_label(name, values) for name, values in own(frames).items()})
     if time and getattr(reader, "has_time", True):
-        times = frame_times(reader, frames)
+        times = frame_times(reader, frames, read)
         if times is not None:
             labels["time"] = make_label("time", times)
     return labels
 
 
-def frame_times(reader, frames) -> np.ndarray | None:
+def frame_times(reader, frames, read=None) -> np.ndarray | None:
     """Each frame's ``ts.time`` (ps) as MDAnalysis gives it; None where the reader has no time.
 
     MDAnalysis' ``Timestep.time`` is ``data['time'] + time_offset`` where the reader stores a
-    time per frame (DCD, XTC, TRR, AMBER NetCDF...), else ``dt * frame + time_offset``. The
-    first is read from the frames taken (one read each); the second is computed without reading
-    any frame. A reader with neither a stored time nor a ``dt`` (MDAnalysis would warn and
-    assume 1 ps) has no time: None.
+    time per frame, else ``dt * frame + time_offset``. Computed without reading a frame where
+    that is exact: a reader that stores no time, and a DCD file (whose reader computes each
+    time from its header: ``(frame + istart / nsavc) * dt``); read from the frames taken (one
+    read each, ``read(index)`` if given) for the others (XTC, TRR, AMBER NetCDF...). A reader
+    with neither a stored time nor a ``dt`` (MDAnalysis would warn and assume 1 ps) has no
+    time: None.
     """
     frames = np.asarray(frames, dtype=np.intp)
     ts = reader.ts
@@ -144,12 +146,29 @@ def frame_times(reader, frames) -> np.ndarray | None:
     if "time" not in ts.data:
         dt = _dt(reader, ts)
         return None if dt is None else frames * dt + offset
+    computed = _dcd_times(reader, frames)
+    if computed is not None:
+        return computed + offset
+    read = read or reader.__getitem__
     times = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DCDReader's deprecation of copied timesteps
         for f in np.unique(frames):
-            times[f] = reader[int(f)].time
+            times[f] = read(int(f)).time
     return np.array([times[f] for f in frames], dtype=np.float64)
+
+
+def _dcd_times(reader, frames) -> np.ndarray | None:
+    """The times MDAnalysis' DCDReader gives ``frames``, from the header alone (its
+    ``_frame_to_ts``); None for any other reader."""
+    from MDAnalysis.coordinates.DCD import DCDReader
+
+    if type(reader) is not DCDReader:  # exactly: LAMMPS' subclass converts its own units
+        return None
+    header = reader._file.header
+    if not header.get("nsavc"):
+        return None
+    return (frames + header["istart"] / header["nsavc"]) * reader.ts.dt
 
 
 def _dt(reader, ts) -> float | None:

@@ -231,17 +231,21 @@ def frame_labels(source: TrajectorySource, info: SourceInfo, frames) -> dict:
     """The labels of ``frames`` (trajectory indices): ``{name: Label}``, one value per frame.
 
     The labels file's (``info.labels``), then what the reader knows (a generated fibril's
-    twist, MDAnalysis' time): the file wins where both give a label.
+    twist, MDAnalysis' time): the file wins where both give a label. A frame whose time cannot
+    be read is an InputError naming the molecule, the file and the frame.
     """
     universe = open_universe(source)
-    try:
-        known = reader_labels(universe.trajectory, frames, time="time" not in info.labels)
-    except InputError:
-        raise
-    except Exception as err:  # a frame whose time cannot be read: MDAnalysis' readers raise many
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(f"molecule '{source.name}': cannot read the frames' times "
-                         f"({reason})") from None
+
+    def read(index):
+        try:
+            return universe.trajectory[index]
+        except Exception as err:  # MDAnalysis' readers raise OSError, EOFError, ValueError, ...
+            reason = " ".join(str(err).split()) or type(err).__name__
+            files = " + ".join(source.trajectory) or source.topology
+            raise InputError(f"molecule '{source.name}': cannot read frame {index} of {files}: "
+                             f"{reason}") from None
+
+    known = reader_labels(universe.trajectory, frames, time="time" not in info.labels, read=read)
     return {**known, **{name: label.take(frames) for name, label in info.labels.items()}}
 
 

@@ -68,13 +68,15 @@ def test_time_is_mdanalysis_ts_time(md, which):
     assert "twist" not in ds.coords
 
 
-def test_time_without_stored_times_is_computed_without_reading_frames():
+@pytest.mark.parametrize("which", ["xyz", "dcd"])
+def test_time_is_computed_without_reading_frames_where_that_is_exact(md, which):
     from MDAnalysisTests.datafiles import XYZ, XYZ_psf
 
-    reader = quiet_universe(XYZ_psf, XYZ, dt=2.5).trajectory  # XYZ stores no time: dt * frame
-    assert "time" not in reader.ts.data
+    # XYZ stores no time (dt * frame); the DCD reader computes it from the header
+    u = quiet_universe(XYZ_psf, XYZ, dt=2.5) if which == "xyz" else quiet_universe(md.PSF, md.DCD)
+    reader = u.trajectory
     expected = [reader[f].time for f in (0, 3, 5)]
-    reader.ts.frame = 0
+    reader[0]
     type(reader).__getitem__, original = (lambda self, i: 1 / 0), type(reader).__getitem__
     try:
         np.testing.assert_array_equal(frame_times(reader, [0, 3, 5]), expected)
