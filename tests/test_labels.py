@@ -52,6 +52,17 @@ def test_variants_attributes_say_how_they_were_made(fibril):
     assert "molmnist_dask.cellulose.variants" in a["variants_generator"]
 
 
+def test_synthesised_dcds_carry_the_same_twist(fibril, tmp_path):
+    from molmnist_dask.cellulose import synthesize
+    from molmnist_dask.config import load_run_file
+
+    run = load_run_file(synthesize(tmp_path, variants=5, molecules=["2x2"], twist_max=2.0, progress=False))
+    assert run.sources[0].labels == str(tmp_path / "2x2.labels.csv")
+    ds = mm.build_dataset(run.sources, size=16, variants=3)
+    np.testing.assert_array_equal(ds.twist.values, fibril.ds.twist.values)
+    assert ds.twist.attrs == fibril.ds.twist.attrs
+
+
 def test_default_twist_range(tmp_path):
     sources = virtual.write_sources(tmp_path, 3, molecules=["2x2"])
     ds = mm.build_dataset(sources, size=16)
