@@ -135,8 +135,9 @@ def frame_times(reader, frames, read=None) -> np.ndarray | None:
     MDAnalysis' ``Timestep.time`` is ``data['time'] + time_offset`` where the reader stores a
     time per frame, else ``dt * frame + time_offset``. Computed without reading a frame where
     that is exact: a reader that stores no time, and a DCD file (whose reader computes each
-    time from its header: ``(frame + istart / nsavc) * dt``); read from the frames taken (one
-    read each, ``read(index)`` if given) for the others (XTC, TRR, AMBER NetCDF...). A reader
+    time from its header: ``(frame + istart / nsavc) * dt``); read from each frame's header in
+    an XTC file (4 bytes a frame); read from the frames taken (one read each, ``read(index)``
+    if given) for the others (TRR, AMBER NetCDF...). A reader
     with neither a stored time nor a ``dt`` (MDAnalysis would warn and assume 1 ps) has no
     time: None.
     """
@@ -147,6 +148,8 @@ def frame_times(reader, frames, read=None) -> np.ndarray | None:
         dt = _dt(reader, ts)
         return None if dt is None else frames * dt + offset
     computed = _dcd_times(reader, frames)
+    if computed is None:
+        computed = _xtc_times(reader, frames)
     if computed is not None:
         return computed + offset
     read = read or reader.__getitem__
@@ -169,6 +172,29 @@ def _dcd_times(reader, frames) -> np.ndarray | None:
     if not header.get("nsavc"):
         return None
     return (frames + header["istart"] / header["nsavc"]) * reader.ts.dt
+
+
+def _xtc_times(reader, frames) -> np.ndarray | None:
+    """The times MDAnalysis' XTCReader gives ``frames``, read from the frames' headers (magic,
+    natoms, step, then the time as a big-endian float32) at the reader's frame offsets, without
+    decompressing any coordinates; None for any other reader or an unexpected header."""
+    from MDAnalysis.coordinates.XTC import XTCReader
+
+    if type(reader) is not XTCReader:
+        return None
+    offsets = np.asarray(reader._xdr.offsets)
+    out = np.empty(len(frames))
+    with open(reader.filename, "rb") as f:
+        for i, frame in enumerate(frames):
+            f.seek(int(offsets[frame]))
+            header = f.read(16)
+            if len(header) < 16 or int.from_bytes(header[:4], "big") != _XTC_MAGIC:
+                return None
+            out[i] = float(np.frombuffer(header[12:], ">f4")[0])
+    return out
+
+
+_XTC_MAGIC = 1995
 
 
 def _dt(reader, ts) -> float | None:
