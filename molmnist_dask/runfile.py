@@ -27,6 +27,7 @@ A run file looks like this (paths are relative to the run file)::
     start = 0                  # optional frame range
     stop = 2000
     step = 1
+    labels = "2x2.labels.csv"  # optional per-frame labels: 'twist [degree/nm],time [ps]' header, a row per frame
 
 Every unknown or mistyped key is an error that names it. `write_run_file` writes one
 (with tomli-w, so any text round-trips); `load_run_file` reads it.
@@ -56,7 +57,7 @@ OPTION_KEYS = {"variants": int, "center": str, "block_size": int, "selection": s
                "scattering": str, "fluence": float, "noise_seed": int,
                "orientation": (str, list), "orientation_seed": int, "orientations_per_frame": int}
 MOLECULE_KEYS = {"name": str, "topology": str, "trajectory": (str, list), "selection": str,
-                 "start": int, "stop": int, "step": int}
+                 "start": int, "stop": int, "step": int, "labels": str}
 TOP_KEYS = {"grid", "options", "molecule"}
 
 
@@ -161,6 +162,7 @@ def _source(entry: dict, index: int, default_selection: str, path: Path) -> Traj
         trajectory=[str(base / t) for t in trajectory],
         selection=entry.get("selection", default_selection),
         start=entry.get("start"), stop=entry.get("stop"), step=entry.get("step"),
+        labels=str(base / entry["labels"]) if "labels" in entry else None,
     )
 
 
@@ -214,4 +216,6 @@ def _entry(src: TrajectorySource, rel) -> dict:
     entry = {"name": src.name, "topology": rel(src.topology), "trajectory": [rel(t) for t in src.trajectory],
              "selection": src.selection}
     entry.update({k: int(getattr(src, k)) for k in ("start", "stop", "step") if getattr(src, k) is not None})
+    if src.labels is not None:
+        entry["labels"] = rel(src.labels)
     return entry

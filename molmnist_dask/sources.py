@@ -20,6 +20,7 @@ import numpy as np
 from .electrons import electron_counts
 from .errors import InputError
 from .validate import integer, positive_int
+from .labels import read_labels, reader_labels
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class TrajectorySource:
         MDAnalysis selection string of the atoms to render.
     start, stop, step : int, optional
         Frame range, as a Python slice of the trajectory's frames.
+    labels : str, optional
+        A CSV file of per-frame labels (`molmnist_dask.labels`): a header of names, each
+        optionally with its units in brackets (``twist [degree/nm],time [ps]``), then one row
+        of numbers per frame of the whole trajectory (before start/stop/step). Each label
+        becomes a coordinate along (molecule, variant); a ``time`` column replaces the
+        trajectory's own times.
     """
 
     name: str
@@ -48,12 +55,18 @@ class TrajectorySource:
     start: int | None = None
     stop: int | None = None
     step: int | None = None
+    labels: str | None = None
 
     def __post_init__(self):
         traj = self.trajectory
         traj = (traj,) if isinstance(traj, (str, os.PathLike)) else tuple(traj)
         object.__setattr__(self, "trajectory", tuple(os.fspath(t) for t in traj))
         object.__setattr__(self, "topology", os.fspath(self.topology))
+        if self.labels is not None:
+            if not isinstance(self.labels, (str, os.PathLike)):
+                raise InputError(f"molecule '{self.name}': labels must be a path to a CSV file, "
+                                 f"got {self.labels!r}")
+            object.__setattr__(self, "labels", os.fspath(self.labels))
         if not isinstance(self.name, str) or not self.name.strip():
             raise InputError(f"molecule name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.selection, str):
@@ -76,6 +89,7 @@ class SourceInfo:
     n_electrons: int
     n_no_element: int
     elements_guessed: bool
+    labels: dict = field(default_factory=dict)  # name -> Label over all trajectory frames
 
 
 _cache = threading.local()
@@ -204,8 +218,32 @@ def frame_indices(source: TrajectorySource, n_frames: int) -> np.ndarray:
 def inspect(source: TrajectorySource) -> SourceInfo:
     """Open a source on the client once to check it and count its atoms, electrons and frames."""
     universe, _, _, summary = _selection(source)
-    frames = frame_indices(source, len(universe.trajectory))
-    return SourceInfo(frames=frames, **summary)
+    n_frames = len(universe.trajectory)
+    frames = frame_indices(source, n_frames)
+    labels = read_labels(source.labels, n_frames, source.name) if source.labels else {}
+    return SourceInfo(frames=frames, labels=labels, **summary)
+
+
+def frame_labels(source: TrajectorySource, info: SourceInfo, frames) -> dict:
+    """The labels of ``frames`` (trajectory indices): ``{name: Label}``, one value per frame.
+
+    The labels file's (``info.labels``), then what the reader knows (a generated fibril's
+    twist, MDAnalysis' time): the file wins where both give a label. A frame whose time cannot
+    be read is an InputError naming the molecule, the file and the frame.
+    """
+    universe = open_universe(source)
+
+    def read(index):
+        try:
+            return universe.trajectory[index]
+        except Exception as err:  # MDAnalysis' readers raise OSError, EOFError, ValueError, ...
+            reason = " ".join(str(err).split()) or type(err).__name__
+            files = " + ".join(source.trajectory) or source.topology
+            raise InputError(f"molecule '{source.name}': cannot read frame {index} of {files}: "
+                             f"{reason}") from None
+
+    known = reader_labels(universe.trajectory, frames, time="time" not in info.labels, read=read)
+    return {**known, **{name: label.take(frames) for name, label in info.labels.items()}}
 
 
 def spread(frames: np.ndarray, variants: int, name: str) -> np.ndarray:

@@ -158,8 +158,13 @@ def assert_attrs_equal(a: dict, b: dict, skip=()):
             assert va == vb, k
 
 
+#: Attributes of one build (its time and command line), not of the data.
+BUILD_ATTRS = ("history", "date_created")
+
+
 def assert_same(a, b, attrs=True, skip_attrs=()):
-    """Two datasets hold the same data bit for bit, the same coordinates and attributes."""
+    """Two datasets hold the same data bit for bit, the same coordinates and attributes (but
+    `BUILD_ATTRS`: two builds of the same data differ there)."""
     for v in DATA_VARS:
         assert a[v].dims == b[v].dims, v
         assert a[v].dtype == b[v].dtype, v
@@ -170,7 +175,7 @@ def assert_same(a, b, attrs=True, skip_attrs=()):
         assert a[c].dims == b[c].dims, c
         assert np.array_equal(np.asarray(a[c].values), np.asarray(b[c].values)), c
     if attrs:
-        assert_attrs_equal(a.attrs, b.attrs, skip=skip_attrs)
+        assert_attrs_equal(a.attrs, b.attrs, skip=(*skip_attrs, *BUILD_ATTRS))
 
 
 def index(store):

@@ -370,7 +370,7 @@ def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeyp
     assert os.listdir(tmp_path) == []
     monkeypatch.setattr(synth_module, "variant_positions", real)
     synthesize(tmp_path, variants=4, molecules=["2x2"], progress=False)
-    assert sorted(os.listdir(tmp_path)) == ["2x2.dcd", "2x2.pdb", "run.toml", "synth.json"]
+    assert sorted(os.listdir(tmp_path)) == ["2x2.dcd", "2x2.labels.csv", "2x2.pdb", "run.toml", "synth.json"]
 
 
 @pytest.mark.parametrize("options, option", [
@@ -418,5 +418,5 @@ def test_two_concurrent_syntheses_never_leave_a_corrupt_file(tmp_path):
     for ts in u.trajectory:
         assert ts.positions.tobytes() == variant_positions(fibril, ts.frame, 6).tobytes()
     assert len(u.trajectory) == 6
-    assert sorted(p.name for p in out.iterdir()) == ["2x2.dcd", "2x2.pdb", "9x9.dcd", "9x9.pdb",
-                                                     "run.toml", "synth.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["2x2.dcd", "2x2.labels.csv", "2x2.pdb", "9x9.dcd",
+                                                     "9x9.labels.csv", "9x9.pdb", "run.toml", "synth.json"]

@@ -84,7 +84,7 @@ def test_plain_xarray_reads_the_nc_file_as_the_readme_says(built):
         assert ds["shape"].chunks[:2] == ((1, 1), (1,) * 8)
         assert ds["diffraction"].chunks[2:] == ((64,), (64,))
         assert_same(ds, built.ref, attrs=False)
-        assert ds.attrs["grid_size"] == 32 and ds["shape"].attrs["units"] == "electrons"
+        assert ds.attrs["grid_size"] == 32 and ds["shape"].attrs["units"] == "1"
     with netCDF4.Dataset(built.nc) as nc:
         assert nc.data_model == "NETCDF4"
 

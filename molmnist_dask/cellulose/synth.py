@@ -3,6 +3,7 @@
 Layout of the output folder::
 
     2x2.pdb  2x2.dcd  ...  hex36.pdb  hex36.dcd   topology + variants, one pair per molecule
+    2x2.labels.csv ...                             each variant's nominal twist (degree/nm)
     run.toml                                       the run file `molmnist build` reads
     synth.json                                     the configuration, written last
 
@@ -92,7 +93,7 @@ def synthesize(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, molec
         if unfinished:  # the record vouches for whole files only
             raise InputError(f"{outdir}: {', '.join(unfinished)} did not read back whole after "
                              "writing; remove them and run again")
-        run_file = _write_run_file(outdir, names, size, extent, variants)
+        run_file = _write_run_file(outdir, names, size, extent, variants, twist_max)
         _write_record(outdir, [fibrils[name] for name in names], config)
     return run_file
 
@@ -281,11 +282,12 @@ def _remarks(fibril, config: dict) -> list:
     ]
 
 
-def _write_run_file(outdir: Path, names: list, size: int, extent, variants: int) -> Path:
+def _write_run_file(outdir: Path, names: list, size: int, extent, variants: int, twist_max: float) -> Path:
     from ..runfile import write_run_file
     from ..sources import TrajectorySource
 
-    sources = [TrajectorySource(name, str(outdir / f"{name}.pdb"), str(outdir / f"{name}.dcd"))
+    sources = [TrajectorySource(name, str(outdir / f"{name}.pdb"), str(outdir / f"{name}.dcd"),
+                                labels=str(_write_labels(outdir, name, variants, twist_max)))
                for name in names]
     extent = DEFAULT_EXTENT if extent is None else float(extent)
     tmp = files.partial(outdir / RUN_FILE)
@@ -296,6 +298,20 @@ def _write_run_file(outdir: Path, names: list, size: int, extent, variants: int)
     finally:
         tmp.unlink(missing_ok=True)
     return outdir / RUN_FILE
+
+
+def _write_labels(outdir: Path, name: str, variants: int, twist_max: float) -> Path:
+    """``NAME.labels.csv``: each DCD frame's nominal twist (a build gives it as ``twist``, as
+    from the ``.cellvar`` files)."""
+    path = outdir / f"{name}.labels.csv"
+    rows = ["twist [degree/nm]"] + [repr(twist_rate(v, variants, twist_max)) for v in range(variants)]
+    tmp = files.partial(path)
+    try:
+        tmp.write_text("\n".join(rows) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _write_record(outdir: Path, fibrils: list, config: dict) -> None:

@@ -35,7 +35,7 @@ from ..validate import is_int
 from .fibril import RESIDUES, RESNAME, build_fibril
 from .files import BOX_PADDING, CHAIN_IDS
 from .profiles import MOLECULES
-from .variants import ATOM_SIGMA, CHAIN_SIGMA, TWIST_MAX, variant_positions
+from .variants import ATOM_SIGMA, CHAIN_SIGMA, TWIST_MAX, twist_rate, variant_positions
 
 FORMAT = "CELLVAR"
 SUFFIX = ".cellvar"
@@ -51,6 +51,13 @@ def spec(molecule: str, variants: int, *, seed: int = 0, twist_max: float = TWIS
     return {"kind": KIND, "version": VERSION, "molecule": molecule, "variants": int(variants),
             "seed": int(seed), "twist_max": float(twist_max), "atom_sigma": float(atom_sigma),
             "chain_sigma": float(chain_sigma), "residues": int(residues)}
+
+
+def nominal_twist(content: dict, frames) -> np.ndarray:
+    """The twist (degree/nm) the variants ``frames`` of a ``.cellvar`` file were made with
+    (`twist_rate`)."""
+    n, top = content["variants"], content["twist_max"]
+    return np.array([twist_rate(int(v), n, top) for v in np.asarray(frames).ravel()], dtype=np.float64)
 
 
 def write_spec(path, content: dict) -> Path:
@@ -141,6 +148,8 @@ class CellvarReader(ProtoReader):
 
     format = FORMAT
     units = {"time": "ps", "length": "Angstrom"}
+    #: Generated variants, not a simulation: no time (`molmnist_dask.labels`).
+    has_time = False
 
     def __init__(self, filename, convert_units=True, **kwargs):
         super().__init__()
@@ -163,6 +172,10 @@ class CellvarReader(ProtoReader):
     @classmethod
     def parse_n_atoms(cls, filename, **kwargs):
         return _fibril_of(filename)[1].n_atoms
+
+    def molmnist_labels(self, frames) -> dict:
+        """Per-frame labels (`molmnist_dask.labels`): each variant's nominal twist, degree/nm."""
+        return {"twist": nominal_twist(self.spec, frames)}
 
     def _read_frame(self, frame):
         ts = self.ts

@@ -34,6 +34,7 @@ def consolidate(store, out, *, compression: dict | None = None, checksums: bool 
     out = Path(out)
     ds = open_dataset(store, chunks="image")
     enc = encoding({v: ds[v].shape[2:] for v in IMAGE_VARS}, {**DEFAULT_COMPRESSION, **(compression or {}), "checksums": checksums})
+    enc.update({c: {"_FillValue": None} for c in ds.coords})  # CF: no _FillValue on coordinates
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         job = ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc, compute=False)

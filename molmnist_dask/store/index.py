@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,11 @@ from .partfile import write_small_file
 FORMAT = 2
 STORE_ATTR = "molmnist_store"
 PART_VARS = ("part_molecule", "part_start", "part_stop")
-#: Attributes that do not change what a dataset is (checked by `configuration`).
-_NOT_CONFIG = ("molmnist_dask_version", "source", "block_size")
+#: Attributes that do not change what a dataset is (skipped by `configuration`): the version,
+#: the chunking, and what describes one build (history, date_created: a resumed build has its own).
+_NOT_CONFIG = ("molmnist_dask_version", "source", "block_size", "history", "date_created", "product_version")
+#: Coordinates that say where the inputs were, not what they are (skipped by `configuration`).
+_NOT_CONFIG_COORDS = ("molecule", "topology_resolved", "trajectory_resolved")
 
 
 def _jsonable(value):
@@ -39,9 +43,12 @@ def _digest(array) -> str:
 
 
 def configuration(ds: xr.Dataset) -> dict:
-    """What a dataset is, for telling whether a store holds the same one (no image is read)."""
-    coords = {name: _digest(np.asarray(c.values).astype(str) if c.dtype.kind in "OUS" else c.values)
-              for name, c in ds.coords.items() if name not in ("molecule",)}
+    """What a dataset is, for telling whether a store holds the same one (no image is read).
+
+    The inputs' fingerprints count without their modification times: a copied or touched
+    input with the same content resumes a build, a changed one does not.
+    """
+    coords = {name: _digest(_values(name, c)) for name, c in ds.coords.items() if name not in _NOT_CONFIG_COORDS}
     return {
         "attrs": {k: _jsonable(v) for k, v in ds.attrs.items() if k not in _NOT_CONFIG},
         "molecule": [str(m) for m in ds.molecule.values],
@@ -49,6 +56,15 @@ def configuration(ds: xr.Dataset) -> dict:
         "coords": coords,
         "variables": {v: [list(ds[v].dims), str(ds[v].dtype)] for v in IMAGE_VARS + SMALL_VARS},
     }
+
+
+def _values(name: str, c: xr.DataArray) -> np.ndarray:
+    if c.dtype.kind not in "OUS":
+        return c.values
+    text = np.asarray(c.values).astype(str)
+    if name.endswith("_fingerprint"):
+        text = np.array([re.sub(r"mtime=\S+ ?", "", t) for t in text.ravel()]).reshape(text.shape)
+    return text
 
 
 def differences(old: dict, new: dict) -> list:

@@ -129,7 +129,8 @@ def write_variables(nc, ds: xr.Dataset, checksummed=()) -> dict:
     """Write a dataset's dimensions, attributes and variables into an open netCDF4 file.
 
     xarray's own CF encoding (``coordinates`` attributes, fill values) written with netCDF4
-    directly: the file ``ds.to_netcdf`` makes, at a fraction of its cost per variable. Call it
+    directly: the file ``ds.to_netcdf`` makes, at a fraction of its cost per variable, except
+    that coordinates get no ``_FillValue`` (CF forbids it on coordinate variables). Call it
     with the HDF5 locks held. Returns the encoded variables.
     """
     variables, attrs = conventions.cf_encoder(*conventions.encode_dataset_coordinates(ds))
@@ -138,7 +139,7 @@ def write_variables(nc, ds: xr.Dataset, checksummed=()) -> dict:
         nc.createDimension(dim, n)
     nc.setncatts(attrs)
     for name, var in variables.items():
-        _create_variable(nc, name, var, fletcher32=name in checksummed)
+        _create_variable(nc, name, var, fletcher32=name in checksummed, fill=name not in ds.coords)
     return variables
 
 
@@ -149,15 +150,18 @@ def write_small_file(path, ds: xr.Dataset) -> None:
         write_variables(nc, ds)
 
 
-def _create_variable(nc, name: str, var, fletcher32: bool) -> None:
-    """One CF-encoded variable (coordinate or small variable), values included."""
+def _create_variable(nc, name: str, var, fletcher32: bool, fill: bool = True) -> None:
+    """One CF-encoded variable (coordinate or small variable), values included; ``fill=False``:
+    no ``_FillValue`` (a coordinate)."""
     attrs = dict(var.attrs)
-    fill = attrs.pop("_FillValue", None)
+    fill_value = attrs.pop("_FillValue", None)
+    if not fill:
+        fill_value = None
     if var.dtype.kind in "US":  # text: a variable-length string, as xarray writes it
         v = nc.createVariable(name, str, var.dims)
         v[...] = np.asarray(var.values, dtype=object)
     else:
-        v = nc.createVariable(name, var.dtype, var.dims, fill_value=fill, fletcher32=fletcher32)
+        v = nc.createVariable(name, var.dtype, var.dims, fill_value=fill_value, fletcher32=fletcher32)
         v[...] = var.values
     v.setncatts(attrs)
 
