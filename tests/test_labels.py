@@ -54,7 +54,7 @@ def test_variants_attributes_say_how_they_were_made(fibril):
 
 def test_synthesised_dcds_carry_the_same_twist(fibril, tmp_path):
     from molmnist_dask.cellulose import synthesize
-    from molmnist_dask.config import load_run_file
+    from molmnist_dask.runfile import load_run_file
 
     run = load_run_file(synthesize(tmp_path, variants=5, molecules=["2x2"], twist_max=2.0, progress=False))
     assert run.sources[0].labels == str(tmp_path / "2x2.labels.csv")
@@ -162,7 +162,7 @@ def test_read_labels_keeps_every_frame(tmp_path):
 
 
 def test_run_file_labels_key(md, tmp_path):
-    from molmnist_dask.config import load_run_file, write_run_file
+    from molmnist_dask.runfile import load_run_file, write_run_file
 
     labels = _adk_labels(tmp_path / "adk.labels.csv")
     run = tmp_path / "run.toml"
