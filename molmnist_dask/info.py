@@ -10,6 +10,10 @@ from .errors import InputError
 from .store import INDEX, is_store, open_dataset, read_index
 from .store.partfile import check_part
 
+#: The problem of a part that is not there (an unfinished build: building again makes it);
+#: any other problem is damage (delete the part, ``--repair``, and build again).
+MISSING = "missing"
+
 
 def _size(path: Path) -> int:
     if path.is_file():
@@ -33,7 +37,7 @@ def problems(path, full: bool = False, index=None) -> list:
         file = path / part.name
         recorded = index.part_bytes.get(part, 0)
         if not file.exists():
-            bad.append((str(file), "missing"))
+            bad.append((str(file), MISSING))
         elif recorded and file.stat().st_size != recorded:
             bad.append((str(file), f"{file.stat().st_size} bytes, the index recorded {recorded}"))
         else:
@@ -87,12 +91,14 @@ def describe(path) -> str:
 
 
 def verify(path, repair: bool = False) -> list:
-    """Read every part of a store in full; returns ``[(part, problem)]`` of the damaged ones.
+    """Read every part of a store in full; returns ``[(part, problem)]`` of the missing and
+    damaged ones (`MISSING` for a part that is not there: building again makes it).
 
     With ``repair=True`` damaged parts are deleted, so the next build recomputes just those.
     """
     bad = problems(path, full=True)
     if repair:
-        for part, _ in bad:
-            Path(part).unlink(missing_ok=True)
+        for part, problem in bad:
+            if problem != MISSING:
+                Path(part).unlink(missing_ok=True)
     return bad
