@@ -1,9 +1,9 @@
 """The molmnist command: build, synth, info, verify, consolidate, plot.
 
-It parses arguments and calls the public API; nothing else lives here. Bad input prints one
-line naming what is at fault and exits with status 2; an output that cannot be a dataset is
-refused before any cluster starts; a reader that closes the pipe (``molmnist info S | head``)
-ends the command quietly.
+It parses arguments, looks at a build's output before any cluster starts (refused when it
+cannot be a dataset, left alone when it is already complete) and calls the public API. Bad
+input prints one line naming what is at fault and exits with status 2; a reader that closes
+the pipe (molmnist info STORE | head) ends the command quietly.
 """
 
 from __future__ import annotations
@@ -99,9 +99,10 @@ def parser() -> argparse.ArgumentParser:
                         "frame; 2000 for Molecular-MNIST)")
     b.add_argument("--oversampling", type=_positive_int, help="zero-padding factor of the transform (default 1)")
     b.add_argument("--center", choices=["geometry", "electrons", "none"], help="centring (default geometry)")
-    b.add_argument("--block-size", type=_positive_int, help="frames rendered at once within a part's task, and per chunk of the "
-                        "lazy dataset (default automatic: about 32 MiB of images; the "
-                        "result does not depend on it)")
+    b.add_argument("--block-size", type=_positive_int,
+                   help="frames per chunk of the lazy dataset, recorded in its attributes; a save "
+                        "renders part by part whatever it is (default automatic: about 32 MiB of "
+                        "images a chunk)")
     b.add_argument("--scattering", choices=["electrons", "form_factors"],
                    help="what atoms scatter: Z (default) or X-ray form factors f0(|q|)")
     b.add_argument("--fluence", type=_positive_float,
@@ -208,8 +209,9 @@ def _finished(ds, out: Path, full: bool) -> str | None:
         if index is None:
             return None
         existing = index.configuration
-    if existing != configuration(ds):
-        diff = ", ".join(differences(existing, configuration(ds))[:4])
+    wanted = configuration(ds)
+    if existing != wanted:
+        diff = ", ".join(differences(existing, wanted)[:4])
         raise InputError(f"{out}: holds another dataset (differs in {diff}); choose another "
                          "output or delete it")
     if index is None:
