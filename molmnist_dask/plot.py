@@ -132,7 +132,7 @@ def _gallery(images: xr.DataArray, ycoord: str, xcoord: str, norm, cmap: str, ti
                 ax.text(0.04, 0.04, panels_text[r][c].replace(" twist", ""), transform=ax.transAxes,
                         fontsize=6, color="white", va="bottom")
     fig.suptitle(title, fontsize=11)
-    fig.text(0.5, 0.2 / fig.get_figheight(), axis_label, ha="center", fontsize=8)
+    fig.text(0.5, 0.1 / fig.get_figheight(), axis_label, ha="center", va="bottom", fontsize=8, wrap=True)
     cax = fig.add_axes([1 - 0.8 / fig.get_figwidth(), 0.6 / fig.get_figheight(), 0.12 / fig.get_figwidth(),
                         1 - 1.3 / fig.get_figheight()])
     fig.colorbar(mappable, cax=cax).set_label(colorbar, fontsize=8)
