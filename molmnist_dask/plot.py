@@ -81,13 +81,15 @@ def _images(array: xr.DataArray, variants, bar=None) -> xr.DataArray:
 def row_labels(ds: xr.Dataset, variants) -> tuple:
     """Row labels from the dataset's ``twist`` coordinate (degrees/nm), and per-panel labels.
 
-    Returns ``(rows, panels)``: ``rows[r]`` is the twist of row ``r`` when every molecule
-    has the same one there (else None), ``panels[r][m]`` each panel's twist when they differ;
-    both None without a ``twist`` coordinate (or where it is NaN throughout).
+    Returns ``(rows, panels)``: where the molecules of every row share a twist, ``rows[r]``
+    labels row ``r`` and ``panels`` is None; else ``rows`` is None and ``panels[r][m]`` labels
+    each panel. Both are None without a ``twist`` coordinate (or where it is NaN throughout);
+    a NaN twist (a molecule without the label) is an empty label.
     """
     if "twist" not in ds.coords:
         return None, None
-    twist = ds["twist"].transpose("molecule", "variant").values[:, variants].T  # (rows, molecules)
+    twist = ds["twist"].broadcast_like(ds["molecule"]).broadcast_like(ds["variant"])
+    twist = twist.transpose("molecule", "variant").values[:, variants].T  # (rows, molecules)
     if np.isnan(twist).all():
         return None, None
     text = lambda t: "" if np.isnan(t) else f"{t:.2f}\u00b0/nm twist"  # noqa: E731
