@@ -26,7 +26,8 @@ def main(out="adk-store"):
     image = ds.shape.sel(molecule="adk", variant=5).values  # reads one image
     pattern = ds.diffraction.sel(molecule="adk", variant=5)
     print(f"variant 5: {image.sum():.0f} electrons in view "
-          f"(of {int(ds.attrs['n_electrons'][0])}), {int(ds.lost_atoms[0, 5])} atoms outside it")
+          f"(of {int(ds.n_electrons.sel(molecule='adk'))}), "
+          f"{int(ds.lost_atoms.sel(molecule='adk', variant=5))} atoms outside it")
     print(f"diffraction at q = 0: {float(pattern.sel(qx=0, qy=0)):.4g} {pattern.attrs['units']} "
           f"(= electrons squared)")
     print(f"pixel {ds.attrs['pixel_size']:.3f} A; q from {float(ds.qx.min()):.3f} to "

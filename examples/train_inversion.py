@@ -24,6 +24,11 @@ retrieval (`molmnist_dask.phase_retrieval`, scored after removing translation an
 the network's single-image wall time and at convergence (``--pr-iterations``); clean and with
 Poisson noise at ``--fluences`` photons per (cropped) pattern. Networks are trained on clean
 patterns only. Writes ``metrics.json``, the weights and ``predictions.png``.
+
+A run of seconds, on any small store (tests/test_examples.py runs it so)::
+
+    python examples/train_inversion.py STORE -o out --size 16 --minutes 0.1 --max-epochs 2 \\
+        --eval-images 4 --pr-iterations 10
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ def parse(argv=None):
                    help="held out: contiguous variant ranges (default), molecules, or scattered variants (leaks)")
     p.add_argument("--stripes", type=int, default=10, help="contiguous variant ranges (--by variant)")
     p.add_argument("--minutes", type=float, default=10.0, help="training wall time, all networks together")
+    p.add_argument("--max-epochs", type=int, help="at most this many epochs per network (default: "
+                                                  "as many as --minutes allows)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -110,7 +117,7 @@ def train(name, net, train_set, val, seconds, args):
                               generator=torch.Generator().manual_seed(args.seed))
     physics = name.endswith("+physics")
     history, start, epoch = [], time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
+    while time.perf_counter() - start < seconds and epoch < (args.max_epochs or math.inf):
         net.train()
         total, n = 0.0, 0
         for x, y in loader:

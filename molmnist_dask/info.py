@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .store import check, open_dataset, read_index
+from .store import MISSING, check, open_dataset, read_index
 
 
 def _size(path: Path) -> int:
@@ -56,12 +56,14 @@ def describe(path) -> str:
 
 
 def verify(path, repair: bool = False) -> list:
-    """Read every part of a store in full; returns ``[(part, problem)]`` of the damaged ones.
+    """Read every part of a store in full; returns ``[(part, problem)]`` of the missing and
+    damaged ones (`MISSING` for a part that is not there: building again makes it).
 
     With ``repair=True`` damaged parts are deleted, so the next build recomputes just those.
     """
     bad = check(path, full=True)
     if repair:
-        for part, _ in bad:
-            Path(part).unlink(missing_ok=True)
+        for part, problem in bad:
+            if problem != MISSING:
+                Path(part).unlink(missing_ok=True)
     return bad

@@ -1,4 +1,4 @@
-"""Only store/ knows how a store lies on disk: ml/, info and plot use nothing of it but the
+"""Only store/ knows how a store lies on disk: ml/, info, plot and the CLI use nothing of it but the
 public names of ``molmnist_dask.store`` (its ``__all__``), never its modules (layout,
 partfile, index, backend, write, ...). Read from the source, so nothing heavy is imported."""
 
@@ -13,7 +13,7 @@ import molmnist_dask
 import molmnist_dask.store as store
 
 PACKAGE = Path(molmnist_dask.__file__).parent
-CLIENTS = sorted(PACKAGE.glob("ml/*.py")) + [PACKAGE / "info.py", PACKAGE / "plot.py"]
+CLIENTS = sorted(PACKAGE.glob("ml/*.py")) + [PACKAGE / n for n in ("info.py", "plot.py", "cli.py")]
 STORE = "molmnist_dask.store"
 
 

@@ -3,6 +3,8 @@ consolidate; and bad input: one line naming the fault, exit status 2, no output 
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -160,3 +162,149 @@ def test_info_and_verify_of_what_is_not_a_store(tmp_path, capsys):
     for command in ("info", "verify"):
         rc, _, stderr = run_cli([command, tmp_path / "nothing"], capsys)
         assert rc == 2 and "nothing" in stderr
+
+
+# --- issue 18: the CLI answers mistakes well (each through the command, in a subprocess) -------
+
+def _molmnist(*argv, cwd=None, timeout=180):
+    """``python -m molmnist_dask.cli ARGV``: (exit status, stdout lines, stderr lines)."""
+    done = subprocess.run([sys.executable, "-m", "molmnist_dask.cli", *map(str, argv)], cwd=cwd,
+                          capture_output=True, text=True, env=cli_env(), timeout=timeout)
+    lines = lambda text: [line for line in text.splitlines() if line.strip()]  # noqa: E731
+    return done.returncode, lines(done.stdout), lines(done.stderr)
+
+
+@pytest.fixture(scope="module")
+def built(run, cluster, tmp_path_factory):
+    """A finished store of the run file (4 parts)."""
+    out = tmp_path_factory.mktemp("built") / "store"
+    rc, _, err = _molmnist("build", run.path, "-o", out, "--no-progress", "--cluster",
+                           cluster.scheduler_address)
+    assert rc == 0, err
+    return out
+
+
+def _snapshot(folder):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def test_a_finished_build_run_again_says_complete_and_writes_nothing(run, built):
+    before = _snapshot(built.parent)
+    rc, out, err = _molmnist("build", run.path, "-o", built, "--no-progress")  # no --cluster
+    assert (rc, out, err) == (0, [f"{built}: complete (4 parts); nothing to do"], [])
+    assert _snapshot(built.parent) == before  # no lock, no index rewritten, no cluster started
+
+
+def test_a_finished_nc_run_again_says_complete(run, cluster, tmp_path):
+    out = tmp_path / "one.nc"
+    assert _molmnist("build", run.path, "-o", out, "--no-progress", "--cluster",
+                     cluster.scheduler_address)[0] == 0
+    stamp = out.stat().st_mtime_ns
+    assert _molmnist("build", run.path, "-o", out) == (0, [f"{out}: complete; nothing to do"], [])
+    assert out.stat().st_mtime_ns == stamp
+
+
+def test_an_output_that_cannot_be_a_dataset_is_refused_before_any_cluster(run, tmp_path):
+    plain = tmp_path / "notes"
+    plain.write_text("my notes\n")
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"\xff\xd8")
+    folder_nc = tmp_path / "dir.nc"
+    folder_nc.mkdir()
+    cases = [  # (argv, words of the one error line)
+        (["build", run.path, "-o", plain], ["notes: exists and is a file, not a store folder"]),
+        (["build", "-o", plain, "--variants", "2"], ["notes: exists and is a file"]),  # default build
+        (["build", run.path, "-o", other], ["photos: exists and is not a molmnist store", "cat.jpg"]),
+        (["build", run.path, "-o", folder_nc], ["dir.nc: is a folder, not a .nc file"]),
+        (["build", run.path, "-o", plain / "out"], ["cannot write output", "notes is a file"]),
+    ]
+    before = _snapshot(tmp_path)
+    for argv, words in cases:
+        started = time.perf_counter()
+        rc, out, err = _molmnist(*argv, cwd=tmp_path)
+        assert rc == 2 and out == [] and len(err) == 1, (argv, out, err)
+        assert err[0].startswith("molmnist: error: ") and all(w in err[0] for w in words), err
+        assert time.perf_counter() - started < 30  # no cluster (its start prints the dashboard)
+    assert _snapshot(tmp_path) == before  # nothing left behind: no molmnist-cellulose/
+
+
+def test_an_output_holding_another_dataset_is_refused_before_any_cluster(run, built):
+    rc, out, err = _molmnist("build", run.path, "-o", built, "--size", "16")
+    assert rc == 2 and out == [] and len(err) == 1
+    assert "holds another dataset" in err[0] and "dashboard" not in " ".join(out)
+
+
+def _copy(store, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(store, tmp_path / "copy"))
+
+
+def test_verify_tells_missing_parts_from_damaged_ones(built, tmp_path):
+    from conftest import mark_incomplete, part_files
+
+    store = _copy(built, tmp_path)
+    mark_incomplete(store, n=1)
+    rc, out, err = _molmnist("verify", store)
+    assert rc == 2 and len(out) == 1 and out[0].endswith(": missing")
+    assert err == [f"molmnist: error: {store}: 1 part(s) missing, none damaged (an unfinished build: "
+                   "run the build again to make them)"]
+    victim = part_files(store)[0]
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size // 2)
+    rc, out, err = _molmnist("verify", store)
+    assert rc == 2 and len(out) == 2
+    assert err == [f"molmnist: error: {store}: 1 damaged part(s), and 1 missing (use --repair, then "
+                   "run the build again)"]
+    rc, out, err = _molmnist("verify", store, "--repair")
+    assert rc == 2 and not victim.exists()
+    assert err == [f"molmnist: error: {store}: 1 damaged part(s) deleted, and 1 missing; run the "
+                   "build again to make them"]
+    assert _molmnist("verify", built) == (0, [f"{built}: every part reads back with valid checksums"], [])
+
+
+def test_a_closed_pipe_ends_quietly(built):
+    # the reader is gone before molmnist writes (as `molmnist info STORE | head -0`)
+    proc = subprocess.Popen([sys.executable, "-m", "molmnist_dask.cli", "info", str(built)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
+    done = subprocess.run(f"{sys.executable} -m molmnist_dask.cli info {built} | head -n 1",
+                          shell=True, capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.stdout.startswith(str(built)) and done.stderr == ""
+
+
+def test_every_argument_has_help_with_its_default():
+    import argparse
+
+    from molmnist_dask.cli import parser
+
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
+    problems = []
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = "/".join(action.option_strings) or action.dest
+            words = action.help or ""
+            if not words:
+                problems.append(f"{name} {flag}: no help")
+            elif "default" not in words and "required" not in words:
+                problems.append(f"{name} {flag}: help says no default: {words!r}")
+    assert not problems, "\n".join(problems)
+    build = commands["build"].format_help()
+    assert "frames per task" not in build
+    synth = commands["synth"].format_help()
+    assert "run file's" not in synth
+
+
+def test_help_has_no_rest_markup():
+    from molmnist_dask.cli import COMMANDS
+
+    for argv in [["--help"]] + [[c, "--help"] for c in COMMANDS]:
+        rc, out, err = _molmnist(*argv)
+        assert rc == 0 and out and not err, argv
+        assert not [line for line in out if "``" in line], argv

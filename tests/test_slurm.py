@@ -1,7 +1,9 @@
 """End-to-end tests against a real Slurm: dask-jobqueue submits real batch jobs.
 
-Start a one-machine Slurm with ``sudo .ci/slurm.sh``. Without a Slurm that answers these tests
-skip, except under CI (``CI=true``), where a missing Slurm is a failure: CI must run them.
+Start a one-machine Slurm with ``sudo MOLMNIST_SLURM=1 bash .ci/run`` (or ``sudo .ci/slurm.sh``;
+root, Debian). Without a Slurm that answers these tests skip, with one line saying why and how
+to run them, except under CI (``CI=true``), where a missing Slurm is a failure: CI must run
+them (tests/test_ci.py checks that skip as a user without root or Slurm).
 """
 
 import os
@@ -36,14 +38,18 @@ JOB = dict(
 )
 
 
+HOW = ("to run these tests, start a one-machine Slurm (root, Debian): sudo MOLMNIST_SLURM=1 bash .ci/run, "
+       "or sudo .ci/slurm.sh then python -m pytest tests/test_slurm.py")
+
+
 def _slurm_problem():
     """Why Slurm cannot run our jobs here, or None when it can."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "sinfo/sbatch not found: Slurm is not installed (run `sudo .ci/slurm.sh`)"
+        return "sinfo/sbatch not found: Slurm is not installed"
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 30 s"
+        return "sinfo did not answer within 10 s"
     if out.returncode != 0:
         return f"sinfo failed: {out.stderr.strip() or out.stdout.strip()}"
     states = {s.rstrip("*~#!%$@^-") for s in out.stdout.split()}
@@ -52,14 +58,15 @@ def _slurm_problem():
     return None
 
 
+PROBLEM = _slurm_problem()
+if PROBLEM is not None and not IN_CI:  # one line for the module, not one per test
+    pytest.skip(f"no usable Slurm ({PROBLEM}); {HOW}", allow_module_level=True)
+
+
 @pytest.fixture(scope="module")
 def slurm():
-    problem = _slurm_problem()
-    if problem is None:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true but Slurm is not usable: {problem}", pytrace=False)
-    pytest.skip(f"no usable Slurm: {problem}")
+    if PROBLEM is not None:
+        pytest.fail(f"CI=true but Slurm is not usable: {PROBLEM}", pytrace=False)
 
 
 def _queued(name):
@@ -158,3 +165,4 @@ def test_build_on_slurm_equals_a_local_synchronous_build(job, tmp_path):
         np.testing.assert_array_equal(remote[name].values, local[name].values, err_msg=name)
     np.testing.assert_array_equal(remote["shape"].values, local["shape"].values)
     np.testing.assert_allclose(remote["diffraction"].values, local["diffraction"].values, rtol=1e-6)
+

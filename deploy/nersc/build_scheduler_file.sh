@@ -3,11 +3,13 @@
 # scheduler-file pattern NERSC documents for Dask: a scheduler and the workers started by srun
 # inside the allocation, and `molmnist build` connecting to them through a JSON file on $SCRATCH.
 #
-#   sbatch -A PROJECT -N 4 -t 01:00:00 deploy/nersc/build_scheduler_file.sh RUN.toml OUT [SIZE]
-#   sbatch -A PROJECT -N 1 -t 00:30:00 deploy/nersc/build_scheduler_file.sh default OUT [SIZE]
+#   sbatch -A PROJECT deploy/nersc/build_scheduler_file.sh default OUT [SIZE]   # 1 debug node, 15 min
+#   sbatch -A PROJECT -q regular -N 4 -t 01:00:00 deploy/nersc/build_scheduler_file.sh RUN.toml OUT [SIZE]
 #
 # PROJECT: your NERSC project (CPU allocation), as `iris` or `sacctmgr show assoc user=$USER`
-# lists it, e.g. m1234. RUN.toml "default" builds Molecular-MNIST (the ten cellulose fibrils
+# lists it, e.g. m1234. The defaults below, one node of the debug QOS for 15 minutes, are what
+# the whole 1024 px Molecular-MNIST needs (deploy/nersc/README.md, "Expected node-hours");
+# larger runs name their QOS, nodes and time. RUN.toml "default" builds Molecular-MNIST (the ten cellulose fibrils
 # x 2,000 variants, made on the workers: no trajectory files). RUN.toml, its trajectory files
 # and OUT must be on a file system every node sees ($SCRATCH, or CFS for the inputs). Re-submitting the same command resumes: blocks already in OUT are
 # kept. Override the split of a node with WORKERS_PER_NODE / THREADS_PER_WORKER (see
@@ -15,11 +17,11 @@
 #
 #SBATCH -J molmnist-build
 #SBATCH -C cpu
-#SBATCH -q regular
-#SBATCH -N 4
-#SBATCH -t 01:00:00
+#SBATCH -q debug
+#SBATCH -N 1
+#SBATCH -t 00:15:00
 #SBATCH -o molmnist-build-%j.out
-# (-N/-t above are defaults: the same options on the sbatch command line win; give -A PROJECT
+# (-q/-N/-t above are defaults: the same options on the sbatch command line win; give -A PROJECT
 # there, or add a line "#SBATCH -A PROJECT" here)
 set -euo pipefail
 

@@ -16,9 +16,14 @@ import numpy as np
 from xarray.backends.locks import HDF5_LOCK
 
 from ..errors import InputError
-from .index import read_index
+from .index import configuration, differences, read_index
 from .layout import INDEX, PARTS
 from .partfile import check_part
+
+
+#: `check`'s problem for a part that is not there (an unfinished build: building again makes
+#: it); any other problem is damage (delete the part, then build again).
+MISSING = "missing"
 
 
 class PartFile(NamedTuple):
@@ -84,7 +89,7 @@ def check(path, full: bool = False) -> list:
         file = path / part.name
         recorded = index.part_bytes.get(part, 0)
         if not file.exists():
-            bad.append((str(file), "missing"))
+            bad.append((str(file), MISSING))
         elif recorded and file.stat().st_size != recorded:
             bad.append((str(file), f"{file.stat().st_size} bytes, the index recorded {recorded}"))
         else:
@@ -142,3 +147,52 @@ def _file_shape(path: Path) -> tuple:
             return tuple(int(n) for n in nc.variables["shape"].shape[:2])
     except OSError as err:
         raise InputError(f"{path}: cannot open as NetCDF ({' '.join(str(err).split())})") from None
+
+
+def holds(path, ds, full: bool = False) -> int | None:
+    """How many files of ``path`` hold ``ds`` complete and sound, or None while there is work.
+
+    Nothing is computed or read but the index (or the ``.nc`` file's header) and, with
+    ``full``, every image of the parts.
+
+    Parameters
+    ----------
+    path : path-like
+        A store folder or a ``.nc`` file, possibly absent.
+    ds : xarray.Dataset
+        The dataset to be saved there (lazy; no image is read).
+    full : bool
+        Read every image of a finished store (verifies the checksums).
+
+    Raises
+    ------
+    InputError
+        If ``path`` holds another dataset, or a ``.nc`` file that is not a molmnist dataset.
+    """
+    path = Path(path)
+    if path.suffix == ".nc":
+        if not path.is_file():
+            return None
+        from . import open_dataset
+
+        try:
+            existing = configuration(open_dataset(path, chunks=None))
+        except InputError:
+            raise InputError(f"{path}: exists and is not a molmnist dataset; choose another output "
+                             "or delete it") from None
+        index = None
+    else:
+        index = read_index(path) if path.is_dir() else None
+        if index is None:
+            return None
+        existing = index.configuration
+    wanted = configuration(ds)
+    if existing != wanted:
+        diff = ", ".join(differences(existing, wanted)[:4])
+        raise InputError(f"{path}: holds another dataset (differs in {diff}); choose another "
+                         "output or delete it")
+    if index is None:
+        return 1
+    if not index.complete or check(path, full=full):
+        return None
+    return len(index.parts)
