@@ -163,31 +163,6 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _refuse_output(out: Path) -> None:
-    """An output that cannot become a dataset, refused before anything starts or is written:
-    a plain file not named .nc, a folder holding something else, a place that cannot be made."""
-    from .store import INDEX, is_store
-
-    if out.suffix == ".nc":
-        if out.is_dir():
-            raise InputError(f"{out}: is a folder, not a .nc file; choose another output")
-    elif out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is a file, not a store folder; choose another output "
-                         "(a name ending in .nc writes one NetCDF file)")
-    elif out.is_dir() and not is_store(out):
-        other = sorted(p.name for p in out.iterdir() if p.name not in ("parts", ".lock"))
-        if other:
-            raise InputError(f"{out}: exists and is not a molmnist store (holds {other[0]}, no "
-                             f"{INDEX}); choose another output")
-    above = out.absolute().parent
-    while not above.exists():
-        above = above.parent
-    if not above.is_dir():
-        raise InputError(f"{out}: cannot write output ({above} is a file)")
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise InputError(f"{out}: cannot write output ({above}: permission denied)")
-
-
 def _finished(ds, out: Path, full: bool) -> str | None:
     """A line saying ``out`` already holds this dataset complete, or None when there is work;
     an output holding another dataset is refused (before any cluster starts)."""
@@ -204,8 +179,9 @@ def _build(args) -> None:
     from . import build_dataset, save_dataset
     from .cluster import connect
     from .runfile import load_run_file
+    from .store import check_output
 
-    _refuse_output(Path(args.output))
+    check_output(Path(args.output))
     if args.run is None:
         from .cellulose import DEFAULT_VARIANTS, default_run
 

@@ -4,7 +4,7 @@
 - `save_dataset`: one streaming task per part file (`write`), the index last (`index`);
 - `open_dataset`: ``xr.open_dataset(store)`` through the package's xarray backend (`backend`);
 - `consolidate`: one NetCDF file for sharing;
-- `parts`, `locate`, `check` and `holds`: where each image lies, file by file, whether the files
+- `parts`, `locate`, `check`, `holds` and `check_output`: where each image lies, file by file, whether the files
   are sound, and whether a folder already holds a dataset (`catalog`), for readers that go
   to the files themselves (ml, info, verify) and the CLI;
 - `read_index`: the store's manifest (completeness, part count, coordinates).
@@ -22,12 +22,13 @@ import xarray as xr
 
 from ..errors import InputError
 from .backend import is_store
-from .catalog import MISSING, PartFile, check, holds, locate, parts  # noqa: F401 (PartFile: the records' type)
+from .catalog import MISSING, PartFile, check, check_output, holds, locate, parts  # noqa: F401 (PartFile: the records' type)
 from .consolidate import consolidate
 from .index import read_index
 from .write import DEFAULT_COMPRESSION, save_dataset
 
-__all__ = ["save_dataset", "open_dataset", "consolidate", "parts", "locate", "check", "holds", "read_index",
+__all__ = ["save_dataset", "open_dataset", "consolidate", "parts", "locate", "check", "holds",
+           "check_output", "read_index",
            "MISSING", "DEFAULT_COMPRESSION"]
 
 

@@ -8,6 +8,7 @@ single ``.nc`` file alike.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -189,10 +190,41 @@ def holds(path, ds, full: bool = False) -> int | None:
     wanted = configuration(ds)
     if existing != wanted:
         diff = ", ".join(differences(existing, wanted)[:4])
-        raise InputError(f"{path}: holds another dataset (differs in {diff}); choose another "
+        raise InputError(f"{path}: holds another dataset, a different configuration (differs in {diff}); choose another "
                          "output or delete it")
     if index is None:
         return 1
     if not index.complete or check(path, full=full):
         return None
     return len(index.parts)
+
+
+def check_output(path) -> None:
+    """Refuse, before anything starts or is written, an output that cannot become a dataset:
+    a plain file not named ``.nc``, a folder holding something else, a place that cannot be
+    made or written.
+
+    Raises
+    ------
+    InputError
+        Naming ``path`` and what is wrong with it.
+    """
+    out = Path(path)
+    if out.suffix == ".nc":
+        if out.is_dir():
+            raise InputError(f"{out}: is a folder, not a .nc file; choose another output")
+    elif out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is a file, not a store folder; choose another output "
+                         "(a name ending in .nc writes one NetCDF file)")
+    elif out.is_dir() and not (out / INDEX).is_file():
+        other = sorted(p.name for p in out.iterdir() if p.name not in (PARTS, ".lock"))
+        if other:
+            raise InputError(f"{out}: exists and is not a molmnist store (holds {other[0]}, no "
+                             f"{INDEX}); choose another output")
+    above = out.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise InputError(f"{out}: cannot write output ({above} is a file)")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot write output ({above}: permission denied)")
