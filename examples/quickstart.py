@@ -28,8 +28,8 @@ def main(out="adk-store"):
     print(f"variant 5: {image.sum():.0f} electrons in view "
           f"(of {int(ds.n_electrons.sel(molecule='adk'))}), "
           f"{int(ds.lost_atoms.sel(molecule='adk', variant=5))} atoms outside it")
-    print(f"diffraction at q = 0: {float(pattern.sel(qx=0, qy=0)):.4g} {pattern.attrs['units']} "
-          f"(= electrons squared)")
+    print(f"diffraction at q = 0: {float(pattern.sel(qx=0, qy=0)):.4g} electrons^2 "
+          f"(= the electrons in view, squared)")
     print(f"pixel {ds.attrs['pixel_size']:.3f} A; q from {float(ds.qx.min()):.3f} to "
           f"{float(ds.qx.max()):.3f} cycles/A")
 

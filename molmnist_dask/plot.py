@@ -32,6 +32,12 @@ DECADES = 8
 READ_BYTES = 64 * 2**20
 
 
+def intensity_units(ds: xr.Dataset) -> str:
+    """What a pattern's pixels count, for axis labels: photons (with ``fluence``) or
+    electrons squared (the CF units are "1"; the long_name says what is counted)."""
+    return "photons" if "fluence" in ds.attrs else "electrons\u00b2"
+
+
 def gallery_variants(n_variants: int, rows: int) -> np.ndarray:
     """Variant indices evenly spread from the first to the last (at most ``n_variants``)."""
     positive_int("rows", rows)
@@ -187,7 +193,7 @@ def diffraction_gallery(ds: xr.Dataset, rows: int = 5, qmax: float | None = None
     vmin = max(vmax * 10.0 ** -DECADES, float(positive.min()) if positive.size else 1e-12)
     norm = LogNorm(vmin=vmin, vmax=max(vmax, vmin * 10), clip=True)
     shown = float(np.abs(images.qx.values).max())
-    units = ds["diffraction"].attrs.get("units", "electrons^2").replace("^2", "\u00b2")
+    units = intensity_units(ds)
     labels = row_labels(ds, variants)
     return _gallery(images, "qy", "qx", norm, "inferno", "Diffraction patterns |FFT2(shape)|\u00b2, log scale",
                     f"intensity ({units})",
@@ -233,7 +239,7 @@ def distribution_features(ds: xr.Dataset, split: float | None = None, bar=None) 
             bar.update(len(block))
     with np.errstate(divide="ignore"):
         values = np.log10(sums)
-    units = ds["diffraction"].attrs.get("units", "intensity")
+    units = intensity_units(ds)
     return xr.DataArray(values, dims=("molecule", "variant", "feature"),
                         coords={"molecule": pattern.molecule.values, "variant": pattern.variant.values,
                                 "feature": ["low", "high"]},
@@ -258,7 +264,7 @@ def distribution_figure(ds: xr.Dataset, split: float | None = None, features=Non
     if features is None:
         features = distribution_features(ds, split, bar)
     split = features.attrs["split"]
-    units = ds["diffraction"].attrs.get("units", "electrons^2").replace("^2", "\u00b2")
+    units = intensity_units(ds)
     fig = Figure(figsize=(7.2, 5.6))
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps["tab10" if features.sizes["molecule"] <= 10 else "tab20"]
