@@ -3,8 +3,9 @@
 `StoreBackend` is registered under the ``xarray.backends`` entry point as ``molmnist``; its
 `guess_can_open` recognises a folder holding an ``index.nc``. The images stay in their part
 files, behind `PartsArray` (an xarray `BackendArray`): nothing is read until it is indexed,
-each part is read once per index over the range it covers, and the files are held by
-xarray's own `CachingFileManager` (its LRU of open files, ``xr.set_options(file_cache_maxsize=)``).
+every selection xarray can make is exact, only the images asked for are read, and the files
+are held by xarray's own `CachingFileManager` (its LRU of open files,
+``xr.set_options(file_cache_maxsize=)``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ IMAGE_DIMS = {"shape": ("y", "x"), "diffraction": ("qy", "qx")}
 
 
 class PartsArray(BackendArray):
-    """One image variable (molecule, variant, a, b) over a store's part files, read lazily."""
+    """One image variable (molecule, variant, a, b) over a store's part files, read lazily.
+
+    Indexing is exact for every key xarray sends (basic, outer, vectorized): xarray's
+    `explicit_indexing_adapter` splits it into an outer read (`_read`) and a NumPy pass over
+    what was read. A read touches only the images asked for: each stored image is one HDF5
+    chunk, and the variants of a part are read in runs of consecutive ones, never over the
+    span between two scattered ones.
+    """
 
     def __init__(self, root: str, var: str, parts: list, shape: tuple, dtype, files: dict):
         self.root, self.var = root, var
@@ -40,40 +48,72 @@ class PartsArray(BackendArray):
         self.files = files
 
     def __getitem__(self, key: indexing.ExplicitIndexer):
+        # OUTER: _read gets an int, a slice or a 1-D integer array per axis; xarray indexes
+        # the result again in memory for what outer indexing cannot express (vectorized keys,
+        # negative steps)
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER,
                                                   self._read)
 
     def _read(self, key: tuple) -> np.ndarray:
-        """Outer indexing: an int, a slice or a 1-D integer array on each axis."""
-        molecules = np.arange(self.shape[0])[key[0]]
-        variants = np.arange(self.shape[1])[key[1]]
-        out = np.stack([self._molecule(int(m), np.atleast_1d(variants), key[2], key[3])
-                        for m in np.atleast_1d(molecules)])
-        if np.ndim(variants) == 0:
-            out = out[:, 0]
-        return out[0] if np.ndim(molecules) == 0 else out
+        """Outer indexing, as NumPy's ``oindex``: an integer drops its axis, a slice (any step)
+        or an integer array (any order, repeats, negatives) keeps it."""
+        picks = [np.atleast_1d(np.arange(n)[k]) for k, n in zip(key, self.shape)]
+        out = np.empty(tuple(len(p) for p in picks), self.dtype)
+        if out.size:
+            molecules, variants, ys, xs = picks
+            (ybox, yin), (xbox, xin) = _box(ys), _box(xs)
+            for m in np.unique(molecules):
+                images = self._molecule(int(m), variants, ybox, xbox)
+                if yin is not None:
+                    images = images[:, yin]
+                if xin is not None:
+                    images = images[:, :, xin]
+                out[molecules == m] = images
+        return out[tuple(0 if _is_int(k) else slice(None) for k in key)]
 
-    def _molecule(self, m: int, variants: np.ndarray, ky, kx) -> np.ndarray:
-        """Images ``variants`` of molecule ``m``, each part read once over the range it covers."""
-        parts = self.parts[m]
-        which = np.searchsorted(self.starts[m], variants, side="right") - 1
-        ny = len(range(self.shape[2])[ky]) if isinstance(ky, slice) else np.size(ky)
-        nx = len(range(self.shape[3])[kx]) if isinstance(kx, slice) else np.size(kx)
-        out = np.empty((len(variants), ny, nx), self.dtype)
+    def _molecule(self, m: int, variants: np.ndarray, ybox: slice, xbox: slice) -> np.ndarray:
+        """Images ``variants`` (any order, repeats) of molecule ``m`` over ``ybox, xbox``;
+        each distinct image read once."""
+        wanted, back = np.unique(variants, return_inverse=True)
+        out = np.empty((len(wanted), ybox.stop - ybox.start, xbox.stop - xbox.start), self.dtype)
+        which = np.searchsorted(self.starts[m], wanted, side="right") - 1
         for p in np.unique(which):
-            part, mine = parts[p], np.flatnonzero(which == p)
-            local = variants[mine] - part.start
-            lo, hi = int(local.min()), int(local.max()) + 1
-            try:
-                with HDF5_LOCK:
-                    nc = self.files[part.name].acquire(needs_lock=False)
-                    data = nc.variables[self.var][0, lo:hi, ky, kx]
-            except (OSError, RuntimeError, KeyError, IndexError) as err:
-                reason = " ".join(str(err).split()) or type(err).__name__
-                raise InputError(f"{os.path.join(self.root, part.name)}: cannot read "
-                                 f"'{self.var}' ({reason}); molmnist verify --repair, then build again") from None
-            out[mine] = np.asarray(data, self.dtype).reshape(hi - lo, ny, nx)[local - lo]
-        return out
+            part, mine = self.parts[m][p], np.flatnonzero(which == p)
+            out[mine] = self._read_part(part, wanted[mine] - part.start, ybox, xbox)
+        return out[back.ravel()]
+
+    def _read_part(self, part, local: np.ndarray, ybox: slice, xbox: slice) -> np.ndarray:
+        """Images ``local`` (sorted, distinct, numbered within the part), one read per run of
+        consecutive ones."""
+        runs = np.split(local, np.flatnonzero(np.diff(local) != 1) + 1)
+        try:
+            # HDF5 is not thread-safe: files are acquired (opened if evicted) and read under
+            # HDF5_LOCK; the context keeps the file open while read, even if evicted meanwhile
+            with HDF5_LOCK, self.files[part.name].acquire_context(needs_lock=False) as nc:
+                variable = nc.variables[self.var]
+                return np.concatenate([self._read_run(variable, int(run[0]), int(run[-1]) + 1, ybox, xbox)
+                                       for run in runs])
+        except (OSError, RuntimeError, KeyError, IndexError) as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise InputError(f"{os.path.join(self.root, part.name)}: cannot read "
+                             f"'{self.var}' ({reason}); molmnist verify --repair, then build again") from None
+
+    @staticmethod
+    def _read_run(variable, lo: int, hi: int, ybox: slice, xbox: slice) -> np.ndarray:
+        """Variants ``lo..hi-1`` of a part's variable over ``ybox, xbox``: one HDF5 chunk per image."""
+        return variable[0, lo:hi, ybox, xbox]
+
+
+def _is_int(key) -> bool:
+    return isinstance(key, (int, np.integer))
+
+
+def _box(positions: np.ndarray) -> tuple:
+    """The step-1 slice covering ``positions`` (what is read: a sub-box of each image's one
+    chunk), and the positions within it (None: all of it, in order)."""
+    lo, hi = int(positions.min()), int(positions.max()) + 1
+    local = positions - lo
+    return slice(lo, hi), None if len(local) == hi - lo and (np.diff(local) == 1).all() else local
 
 
 def _open_raw(path: str, mode: str = "r") -> netCDF4.Dataset:
