@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .store import INDEX, is_store, open_dataset, read_index
+from .store import is_store, not_a_store, open_dataset, read_index
 from .store.partfile import check_part
 
 
@@ -27,7 +27,7 @@ def problems(path, full: bool = False, index=None) -> list:
     path = Path(path)
     index = index or read_index(path)
     if index is None:
-        raise InputError(f"{path}: not a molmnist store (no {INDEX})")
+        raise not_a_store(path)
     bad = []
     for part in index.parts:
         file = path / part.name
@@ -51,9 +51,7 @@ def describe(path) -> str:
     lines = [f"{path}  ({_size(path) / 2**20:.1f} MiB on disk)"]
     if path.is_dir():
         if not is_store(path):
-            parts = list((path / "parts").glob("*.nc"))
-            state = f"INCOMPLETE: no {INDEX}" + (f" ({len(parts)} part files present)" if parts else "")
-            raise InputError(f"{path}: not a molmnist store ({state})")
+            raise not_a_store(path)
         index = read_index(path)
         bad = problems(path, index=index)
         total = len(index.parts)

@@ -15,7 +15,7 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import InputError
-from .backend import StoreBackend, is_store, open_store
+from .backend import StoreBackend, is_store, not_a_store, open_store
 from .consolidate import consolidate
 from .index import configuration, read_index
 from .layout import IMAGE_VARS, INDEX, SMALL_VARS, Part
@@ -47,6 +47,8 @@ def open_dataset(path, *, chunks: str | None = "image") -> xr.Dataset:
     path = Path(path)
     if path.is_file():
         return _open_file(path, chunks)
+    if path.is_dir() and not is_store(path):
+        raise not_a_store(path)
     if not is_store(path):
         raise InputError(f"{path}: not a molmnist store or .nc file")
     if chunks == "part":

@@ -1,7 +1,8 @@
 """The store as an xarray backend: ``xr.open_dataset(store)`` wherever the package is installed.
 
 `StoreBackend` is registered under the ``xarray.backends`` entry point as ``molmnist``; its
-`guess_can_open` recognises a folder holding an ``index.nc``. The images stay in their part
+`guess_can_open` recognises a folder holding an ``index.nc`` (or part files without one, to
+say that the index is missing). The images stay in their part
 files, behind `PartsArray` (an xarray `BackendArray`): nothing is read until it is indexed,
 every selection xarray can make is exact, only the images asked for are read, and the files
 are held by xarray's own `CachingFileManager` (its LRU of open files,
@@ -22,7 +23,7 @@ from xarray.core import indexing
 
 from ..errors import InputError
 from .index import read_index
-from .layout import IMAGE_VARS, INDEX
+from .layout import IMAGE_VARS, INDEX, PARTS
 
 IMAGE_DIMS = {"shape": ("y", "x"), "diffraction": ("qy", "qx")}
 
@@ -143,7 +144,7 @@ def open_store(root, drop_variables=None) -> xr.Dataset:
     root = Path(root)
     index = read_index(root)
     if index is None:
-        raise InputError(f"{root}: not a molmnist store (no {INDEX})")
+        raise not_a_store(root)
     missing = [p.name for p in index.parts if not (root / p.name).exists()]
     if not index.complete or missing:
         present = len(index.parts) - len(missing)
@@ -177,6 +178,23 @@ def is_store(path) -> bool:
         return False
 
 
+def has_parts(path) -> bool:
+    """Whether ``path`` is a folder holding store part files (with or without an index)."""
+    try:
+        return any(Path(path, PARTS).glob("[0-9][0-9][0-9][0-9]-*-*.nc"))
+    except (TypeError, OSError):
+        return False
+
+
+def not_a_store(path) -> InputError:
+    """The error for a folder that is not a store; one with part files but no index (a build
+    killed before it wrote one, or an index deleted) says how to go on."""
+    if has_parts(path):
+        return InputError(f"{path}: no {INDEX}: an interrupted build? run it again, or open the parts with "
+                          f'xr.open_mfdataset("{Path(path, PARTS)}/*.nc", combine="by_coords").sortby("label")')
+    return InputError(f"{path}: not a molmnist store (no {INDEX})")
+
+
 class StoreBackend(BackendEntrypoint):
     """``xr.open_dataset(store, engine="molmnist")``: a molmnist-dask store folder."""
 
@@ -188,4 +206,6 @@ class StoreBackend(BackendEntrypoint):
         return open_store(filename_or_obj, drop_variables)
 
     def guess_can_open(self, filename_or_obj) -> bool:
-        return isinstance(filename_or_obj, (str, os.PathLike)) and is_store(filename_or_obj)
+        # a folder of parts without its index is claimed too, to say so (`not_a_store`)
+        return isinstance(filename_or_obj, (str, os.PathLike)) and (is_store(filename_or_obj)
+                                                                   or has_parts(filename_or_obj))
