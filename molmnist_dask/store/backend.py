@@ -52,8 +52,8 @@ class PartsArray(BackendArray):
         # OUTER: _read gets an int, a slice or a 1-D integer array per axis; xarray indexes
         # the result again in memory for what outer indexing cannot express (vectorized keys,
         # negative steps)
-        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER,
-                                                  self._read)
+        return indexing.explicit_indexing_adapter(_no_empty_slices(key, self.shape), self.shape,
+                                                  indexing.IndexingSupport.OUTER, self._read)
 
     def _read(self, key: tuple) -> np.ndarray:
         """Outer indexing, as NumPy's ``oindex``: an integer drops its axis, a slice (any step)
@@ -103,6 +103,16 @@ class PartsArray(BackendArray):
     def _read_run(variable, lo: int, hi: int, ybox: slice, xbox: slice) -> np.ndarray:
         """Variants ``lo..hi-1`` of a part's variable over ``ybox, xbox``: one HDF5 chunk per image."""
         return variable[0, lo:hi, ybox, xbox]
+
+
+def _no_empty_slices(key: indexing.ExplicitIndexer, shape: tuple) -> indexing.ExplicitIndexer:
+    """``key`` with its empty slices as ``slice(0, 0)``: xarray's decomposition fails on an
+    empty one of negative step (``isel(variant=slice(0, 0, -1))``, IndexError in
+    ``_decompose_slice``; its netCDF4 backend fails the same)."""
+    empty = [isinstance(k, slice) and not len(range(*k.indices(n))) for k, n in zip(key.tuple, shape)]
+    if not any(empty):
+        return key
+    return type(key)(tuple(slice(0, 0) if e else k for k, e in zip(key.tuple, empty)))
 
 
 def _is_int(key) -> bool:
