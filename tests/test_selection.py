@@ -29,7 +29,8 @@ from molmnist_dask.store.backend import PartsArray
 
 SIZES = {"molecule": 3, "variant": 7, "y": 16, "x": 16, "qy": 32, "qx": 32}
 DIMS = tuple(SIZES)
-EXAMPLES = settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FEWER = settings(EXAMPLES, max_examples=25)
 
 
 SAME_WAY = {"xr.open_dataset(store)": "xr.open_dataset(nc)",
@@ -166,7 +167,7 @@ def test_vectorized_selections_are_exact(small, key):
     assert_selected(small, lambda ds: ds.isel(key))
 
 
-@EXAMPLES
+@FEWER
 @given(first=outer_selection(), then=outer_selection())
 def test_a_selection_of_a_selection_is_exact(small, first, then):
     """Lazy indexing composes keys before reading: an int after a slice, a list after a list."""
@@ -187,7 +188,7 @@ def _fits(key, n) -> bool:
         return False
 
 
-@EXAMPLES
+@FEWER
 @given(y=st.floats(-40, 40), qx=st.floats(-0.2, 0.2), molecule=st.sampled_from(["adk", "ca", "bb"]),
        variants=st.lists(st.integers(0, 6), max_size=5))
 def test_label_selections_are_exact(small, y, qx, molecule, variants):
@@ -219,9 +220,8 @@ def test_an_empty_reversed_slice_reads_as_the_file_does(small, key):
         except IndexError as err:
             return str(err)
 
-    for chunks in (None, {}):
-        store = read(xr.open_dataset(small.store, chunks=chunks))
-        file = read(xr.open_dataset(small.nc, chunks=chunks))
+    for how in ("xr.open_dataset(store)", "xr.open_dataset(store, chunks={})"):
+        store, file = read(small.opened[how]), read(small.opened[SAME_WAY[how]])
         if isinstance(file, str):
             np.testing.assert_array_equal(store, small.ref["shape"].isel(molecule=1, variant=key).values)
         else:
@@ -274,6 +274,16 @@ def test_a_scattered_selection_reads_only_its_images(small, reads, variants):
     got = ds["diffraction"].isel(molecule=1, variant=variants).values
     np.testing.assert_array_equal(got, small.ref["diffraction"].isel(molecule=1, variant=variants).values)
     assert sorted(reads) == sorted(_part(small, 1, v) for v in set(variants))  # each image once, none between
+
+
+def test_images_picked_pointwise_read_only_those(small, reads):
+    """16 scattered images as a user picks them: pairs, not every variant of every molecule."""
+    point = lambda a: xr.DataArray(a, dims="image")  # noqa: E731
+    key = {"molecule": point([0, 2, 2, 1, 2]), "variant": point([6, 0, 6, 3, 0]), "y": slice(None, None, -3)}
+    got = xr.open_dataset(small.store)["shape"].isel(key)
+    assert got.dims == ("image", "y", "x")
+    np.testing.assert_array_equal(got.values, small.ref["shape"].isel(key).values)
+    assert sorted(reads) == sorted({_part(small, m, v) for m, v in [(0, 6), (2, 0), (2, 6), (1, 3)]})
 
 
 def test_a_line_profile_reads_one_chunk_per_image(small, reads):

@@ -33,9 +33,9 @@ class PartsArray(BackendArray):
 
     Indexing is exact for every key xarray sends (basic, outer, vectorized): xarray's
     `explicit_indexing_adapter` splits it into an outer read (`_read`) and a NumPy pass over
-    what was read. A read touches only the images asked for: each stored image is one HDF5
-    chunk, and the variants of a part are read in runs of consecutive ones, never over the
-    span between two scattered ones.
+    what was read; vectorized keys are read pair by pair (`_pointwise`). A read touches
+    only the images asked for: each stored image is one HDF5 chunk, and the variants of a
+    part are read in runs of consecutive ones, never over the span between two scattered ones.
     """
 
     def __init__(self, root: str, var: str, parts: list, shape: tuple, dtype, files: dict):
@@ -49,11 +49,28 @@ class PartsArray(BackendArray):
         self.files = files
 
     def __getitem__(self, key: indexing.ExplicitIndexer):
+        key = _no_empty_slices(key, self.shape)
+        if isinstance(key, indexing.VectorizedIndexer) and all(isinstance(k, np.ndarray) for k in key.tuple):
+            return self._pointwise(key.tuple)
         # OUTER: _read gets an int, a slice or a 1-D integer array per axis; xarray indexes
-        # the result again in memory for what outer indexing cannot express (vectorized keys,
-        # negative steps)
-        return indexing.explicit_indexing_adapter(_no_empty_slices(key, self.shape), self.shape,
-                                                  indexing.IndexingSupport.OUTER, self._read)
+        # the result again in memory for what outer indexing cannot express (negative steps)
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
+
+    def _pointwise(self, key: tuple) -> np.ndarray:
+        """Vectorized indexing (integer arrays on every axis, broadcast together, as xarray's
+        lazy arrays send it): only the (molecule, variant) pairs asked for are read, where an
+        outer read would take every variant named for every molecule named."""
+        molecules, variants, ys, xs = (np.arange(n)[k] for k, n in zip(key, self.shape))
+        shape = np.broadcast_shapes(*(k.shape for k in key))
+        if not np.prod(shape):
+            return np.empty(shape, self.dtype)
+        codes = np.ravel_multi_index(np.broadcast_arrays(molecules, variants), self.shape[:2])
+        pairs, which = np.unique(codes, return_inverse=True)
+        (ybox, _), (xbox, _) = _box(ys.ravel()), _box(xs.ravel())
+        images = np.empty((len(pairs), ybox.stop - ybox.start, xbox.stop - xbox.start), self.dtype)
+        for m, mine in _by_molecule(pairs, self.shape[1]):
+            images[mine] = self._read((m, pairs[mine] % self.shape[1], ybox, xbox))
+        return images[which.reshape(codes.shape), ys - ybox.start, xs - xbox.start]
 
     def _read(self, key: tuple) -> np.ndarray:
         """Outer indexing, as NumPy's ``oindex``: an integer drops its axis, a slice (any step)
@@ -113,6 +130,13 @@ def _no_empty_slices(key: indexing.ExplicitIndexer, shape: tuple) -> indexing.Ex
     if not any(empty):
         return key
     return type(key)(tuple(slice(0, 0) if e else k for k, e in zip(key.tuple, empty)))
+
+
+def _by_molecule(pairs: np.ndarray, n_variants: int):
+    """``(molecule, positions in pairs)`` of sorted flat (molecule, variant) codes."""
+    molecules = pairs // n_variants
+    for m in np.unique(molecules):
+        yield int(m), np.flatnonzero(molecules == m)
 
 
 def _is_int(key) -> bool:
