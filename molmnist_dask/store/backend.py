@@ -2,11 +2,10 @@
 
 `StoreBackend` is registered under the ``xarray.backends`` entry point as ``molmnist``; its
 `guess_can_open` recognises a folder holding an ``index.nc`` (or part files without one, to
-say that the index is missing). The images stay in their part
-files, behind `PartsArray` (an xarray `BackendArray`): nothing is read until it is indexed,
-every selection xarray can make is exact, only the images asked for are read, and the files
-are held by xarray's own `CachingFileManager` (its LRU of open files,
-``xr.set_options(file_cache_maxsize=)``).
+say that the index is missing). The images stay in their part files, behind `PartsArray` (an
+xarray `BackendArray`): nothing is read until it is indexed, every selection xarray can make
+is exact, only the images asked for are read, and the files are held by xarray's own
+`CachingFileManager` (its LRU of open files, ``xr.set_options(file_cache_maxsize=)``).
 """
 
 from __future__ import annotations
@@ -53,7 +52,8 @@ class PartsArray(BackendArray):
         if isinstance(key, indexing.VectorizedIndexer) and all(isinstance(k, np.ndarray) for k in key.tuple):
             return self._pointwise(key.tuple)
         # OUTER: _read gets an int, a slice or a 1-D integer array per axis; xarray indexes
-        # the result again in memory for what outer indexing cannot express (negative steps)
+        # the result again in memory where it simplified the key (negative steps, unsorted
+        # or repeated arrays)
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
 
     def _pointwise(self, key: tuple) -> np.ndarray:
