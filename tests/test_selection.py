@@ -204,6 +204,8 @@ def test_label_selections_are_exact(small, y, qx, molecule, variants):
     {"molecule": -1, "variant": -2, "qy": 16, "qx": slice(None, None, -1)},
     {"molecule": []}, {"variant": []}, {"y": []}, {"molecule": [], "qy": 3},
     {"variant": [6, 0, 0, 3]}, {"variant": slice(None, None, -2)}, {"variant": np.array([1, 0, 1, 0, 1, 0, 1], bool)},
+    {"molecule": xr.DataArray([[0, 0, 0], [0, 0, 0]], dims=("row", "point"))},  # every key repeats along row
+    {"molecule": xr.DataArray([2, 0, 2], dims="point"), "variant": xr.DataArray([6, 1, 6], dims="point"), "qy": 16},
 ])
 def test_issue_selections(small, key):
     assert_selected(small, lambda ds: ds.isel(key))

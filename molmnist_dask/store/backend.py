@@ -60,17 +60,19 @@ class PartsArray(BackendArray):
         """Vectorized indexing (integer arrays on every axis, broadcast together, as xarray's
         lazy arrays send it): only the (molecule, variant) pairs asked for are read, where an
         outer read would take every variant named for every molecule named."""
-        molecules, variants, ys, xs = (np.arange(n)[k] for k, n in zip(key, self.shape))
         shape = np.broadcast_shapes(*(k.shape for k in key))
         if not np.prod(shape):
             return np.empty(shape, self.dtype)
+        # xarray sends the arrays broadcast to the full result (a pair index per pixel)
+        molecules, variants, ys, xs = (np.arange(n)[_squeezed(k)] for k, n in zip(key, self.shape))
         codes = np.ravel_multi_index(np.broadcast_arrays(molecules, variants), self.shape[:2])
         pairs, which = np.unique(codes, return_inverse=True)
         (ybox, _), (xbox, _) = _box(ys.ravel()), _box(xs.ravel())
         images = np.empty((len(pairs), ybox.stop - ybox.start, xbox.stop - xbox.start), self.dtype)
         for m, mine in _by_molecule(pairs, self.shape[1]):
             images[mine] = self._read((m, pairs[mine] % self.shape[1], ybox, xbox))
-        return images[which.reshape(codes.shape), ys - ybox.start, xs - xbox.start]
+        out = images[which.reshape(codes.shape), ys - ybox.start, xs - xbox.start]
+        return out if out.shape == shape else np.broadcast_to(out, shape).copy()  # axes all keys repeat along
 
     def _read(self, key: tuple) -> np.ndarray:
         """Outer indexing, as NumPy's ``oindex``: an integer drops its axis, a slice (any step)
@@ -130,6 +132,15 @@ def _no_empty_slices(key: indexing.ExplicitIndexer, shape: tuple) -> indexing.Ex
     if not any(empty):
         return key
     return type(key)(tuple(slice(0, 0) if e else k for k, e in zip(key.tuple, empty)))
+
+
+def _squeezed(key: np.ndarray) -> np.ndarray:
+    """``key`` cut to length 1 along each axis it is constant along (it broadcasts back)."""
+    for axis in range(key.ndim):
+        first = key[(slice(None),) * axis + (slice(0, 1),)]
+        if key.shape[axis] > 1 and (key == first).all():
+            key = first
+    return key
 
 
 def _by_molecule(pairs: np.ndarray, n_variants: int):
