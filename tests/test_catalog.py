@@ -79,7 +79,7 @@ def test_what_is_not_a_store_is_one_line_naming_it(saved, tmp_path):
     shutil.copytree(saved[0], folder)
     (folder / "index.nc").unlink()
     for call in (check, parts):
-        with pytest.raises(InputError, match=r"not a molmnist store \(INCOMPLETE: no index.nc \(6 part files"):
+        with pytest.raises(InputError, match=r"store: no index.nc: an interrupted build\? run it again, or open the parts with xr.open_mfdataset"):
             call(folder)
     text = tmp_path / "x.nc"
     text.write_text("not netcdf")

@@ -21,7 +21,7 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import InputError
-from .backend import is_store
+from .backend import is_store, not_a_store
 from .catalog import MISSING, PartFile, check, check_output, holds, locate, parts  # noqa: F401 (PartFile: the records' type)
 from .consolidate import consolidate
 from .index import read_index
@@ -54,6 +54,8 @@ def open_dataset(path, *, chunks: str | None = "image") -> xr.Dataset:
     path = Path(path)
     if path.is_file():
         return _open_file(path, chunks)
+    if path.is_dir() and not is_store(path):
+        raise not_a_store(path)
     if not is_store(path):
         raise InputError(f"{path}: not a molmnist store or .nc file")
     if chunks == "part":

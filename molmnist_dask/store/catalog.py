@@ -17,6 +17,7 @@ import numpy as np
 from xarray.backends.locks import HDF5_LOCK
 
 from ..errors import InputError
+from .backend import not_a_store
 from .index import configuration, differences, read_index
 from .layout import INDEX, PARTS
 from .partfile import check_part
@@ -133,9 +134,7 @@ def _index(path: Path):
         raise InputError(f"{path}: no such store or file")
     index = read_index(path) if path.is_dir() else None
     if index is None:
-        present = len(list((path / PARTS).glob("*.nc")))
-        state = f"INCOMPLETE: no {INDEX}" + (f" ({present} part files present)" if present else "")
-        raise InputError(f"{path}: not a molmnist store ({state})")
+        raise not_a_store(path)
     return index
 
 
@@ -170,15 +169,17 @@ def holds(path, ds, full: bool = False) -> int | None:
     InputError
         If ``path`` holds another dataset, or a ``.nc`` file that is not a molmnist dataset.
     """
+    from . import open_dataset
+    from .write import _refuse_inputs
+
     path = Path(path)
+    _refuse_inputs(ds, path)  # an AMBER trajectory named out.nc is an input, not a dataset
     if path.suffix == ".nc":
         if not path.is_file():
             return None
-        from . import open_dataset
-
         try:
             existing = configuration(open_dataset(path, chunks=None))
-        except InputError:
+        except (InputError, AttributeError, KeyError):  # not a dataset of this package
             raise InputError(f"{path}: exists and is not a molmnist dataset; choose another output "
                              "or delete it") from None
         index = None
