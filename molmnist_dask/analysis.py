@@ -55,6 +55,17 @@ def default_split(data) -> float:
     return DEFAULT_SPLIT if DEFAULT_SPLIT < nyquist else nyquist / 2
 
 
+def check_split(pattern, split) -> float:
+    """``split`` (default: `default_split`) checked to lie inside the pattern's q range."""
+    if split is None:
+        return default_split(pattern)
+    q_max = float(q_radius(pattern).max())
+    if not is_real(split) or not 0 < split < q_max:
+        raise InputError(f"split must be a radius in (0, {q_max:.4g}) cycles per angstrom, "
+                         f"the dataset's q range; got {split!r}")
+    return float(split)
+
+
 def distribution(ds, split: float | None = None) -> xr.DataArray:
     """Log-sum of low- and high-frequency diffraction intensities per pattern (paper, Fig. 3).
 
@@ -81,12 +92,7 @@ def distribution(ds, split: float | None = None) -> xr.DataArray:
     """
     d = _diffraction(ds, "distribution")
     radius = q_radius(d)
-    q_max = float(radius.max())
-    if split is None:
-        split = default_split(d)
-    if not is_real(split) or not 0 < split < q_max:
-        raise InputError(f"split must be a radius in (0, {q_max:.4g}) cycles per angstrom, "
-                         f"the dataset's q range; got {split!r}")
+    split = check_split(d, split)
     low = (radius <= split).astype(np.float64)
     intensity = d.astype(np.float64)
     sums = [xr.dot(intensity, mask, dim=list(_Q)) for mask in (low, 1 - low)]

@@ -20,7 +20,7 @@ import xarray as xr
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from .analysis import default_split, q_radius
+from .analysis import check_split, q_radius
 from .errors import InputError
 from .validate import positive_int
 
@@ -201,15 +201,6 @@ def diffraction_gallery(ds: xr.Dataset, rows: int = 5, qmax: float | None = None
                     f"{shown:.3g} cycles/\u00c5; rows: {_rows_are(labels)}", labels)
 
 
-def _check_split(pattern: xr.DataArray, split) -> float:
-    q_max = float(q_radius(pattern).max())
-    if isinstance(split, bool) or not isinstance(split, (int, float, np.number)) \
-            or not 0 < split < q_max:
-        raise InputError(f"split must be a radius in (0, {q_max:.4g}) cycles per angstrom, "
-                         f"the dataset's q range; got {split!r}")
-    return float(split)
-
-
 def distribution_features(ds: xr.Dataset, split: float | None = None, bar=None) -> xr.DataArray:
     """`molmnist_dask.analysis.distribution`, computed here by reading every pattern once in
     contiguous reads of about `READ_BYTES` and keeping only two sums of each.
@@ -222,7 +213,7 @@ def distribution_features(ds: xr.Dataset, split: float | None = None, bar=None) 
     """
     _need(ds, ["diffraction"])
     pattern = ds["diffraction"].transpose("molecule", "variant", "qy", "qx")
-    split = _check_split(pattern, default_split(ds) if split is None else split)
+    split = check_split(pattern, split)
     low = (q_radius(pattern) <= split).values.ravel()
     n_molecules, n_variants = pattern.sizes["molecule"], pattern.sizes["variant"]
     step = max(1, READ_BYTES // (pattern.dtype.itemsize * pattern.sizes["qy"] * pattern.sizes["qx"]))
@@ -400,7 +391,7 @@ def plot_all(path, outdir, rows: int = 5, split: float | None = None,
 
     ds = _open(path)
     _need(ds, ["shape", "diffraction"])
-    split = _check_split(ds["diffraction"], default_split(ds) if split is None else split)
+    split = check_split(ds["diffraction"], split)
     outdir = Path(outdir)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
