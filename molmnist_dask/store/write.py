@@ -1,10 +1,18 @@
 """Saving a dataset as a store: one streaming task per part file, the index written last.
 
-A save task owns one part: it opens the part file, then reads, renders and writes its frames
-a sub-block at a time, closes the file and renames it into place, and returns the part's
-small per-frame values. The client writes the index from those returns without opening a
-part. A build that stops part-way resumes when run again: finished parts are kept and only
-missing ones computed.
+A save task owns one part: it opens the part file, then fills it a sub-block at a time,
+closes the file and renames it into place, and returns the part's small per-frame values.
+The client only plans the tasks and writes the index from their returns, without opening a
+part. Any dataset is written so, on the workers:
+
+- a build's dataset, or a selection of it along molecule and variant (`build_of` finds its
+  `Build` in the graph): each task reads and renders exactly its frames (`write_part`);
+- any other (a computation, a rechunk, a dataset opened from a store, numpy data): each task
+  gets its part's chunks of the graph, culled to them (or its numpy values), and computes
+  them sub-block by sub-block with the synchronous scheduler (`write_arrays`).
+
+A part's bytes do not depend on which of the two wrote it. A build that stops part-way
+resumes when run again: finished parts are kept and only missing ones computed.
 """
 
 from __future__ import annotations
@@ -49,8 +57,10 @@ def save_dataset(ds: xr.Dataset, path, *, compression: dict | None = None, check
     Parameters
     ----------
     ds : xarray.Dataset
-        As `build_dataset` returns it (then each task reads and renders its own frames), or
-        any dataset of the same layout (lazy or computed; then it is written from its arrays).
+        As `build_dataset` returns it or a selection of it along molecule and variant (then
+        each task reads and renders its own frames), or any dataset of the same layout (lazy
+        or computed; then each task computes its part from the dataset's arrays). Either way
+        the parts are written by the workers, a sub-block at a time.
     path : path-like
         A folder (the store), or a file name ending in ``.nc`` for one NetCDF file (written by
         `consolidate` from a store at ``PATH.parts``, which is then removed).
