@@ -17,8 +17,8 @@ resumes when run again: finished parts are kept and only missing ones computed.
 
 from __future__ import annotations
 
-import os
 import itertools
+import os
 import shutil
 import uuid
 import warnings
