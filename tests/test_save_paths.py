@@ -188,13 +188,16 @@ def test_array_path_streams_chunk_aligned_sub_blocks():
 
 # --- on a cluster: the workers write --------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["selection", "computed"])
+@pytest.mark.parametrize("kind", ["selection", "computed", "persisted"])
 def test_a_sliced_save_runs_on_the_workers(client, three, tmp_path, monkeypatch, kind):
     from distributed import get_task_stream
 
     ds = three.to_dataset()
     ds = (ds.isel(molecule=[0, 2], variant=slice(0, None, 2)) if kind == "selection"
           else ds.isel(variant=slice(1, 9)).assign(diffraction=lambda d: np.log1p(d.diffraction)))
+    ref = computed(ds)
+    if kind == "persisted":  # chunks already on the workers: brought to the write tasks
+        ds = ds.persist()
 
     def nowhere(*args, **kwargs):
         raise AssertionError("the client rendered or wrote a part")
@@ -209,7 +212,7 @@ def test_a_sliced_save_runs_on_the_workers(client, three, tmp_path, monkeypatch,
     assert {r["worker"] for r in writes} <= set(client.scheduler_info()["workers"])
     if kind == "selection":  # rendered from the plan: no render tasks of the lazy graph
         assert not [r for r in stream.data if "render" in str(r["key"])]
-    same_values(mm.open_dataset(out).compute(), computed(ds))
+    same_values(mm.open_dataset(out).compute(), ref)
 
 
 def _kept_after_free() -> tuple:

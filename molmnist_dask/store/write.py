@@ -279,14 +279,20 @@ def _array_tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict, clie
     token = uuid.uuid4().hex
     tasks = []
     for part in todo:
-        graphs = {v: _region(a, graph, part) for v, a in arrays.items() if isinstance(a, da.Array)}
+        graphs, held = {}, {}
+        for v, a in arrays.items():
+            if isinstance(a, da.Array):
+                graphs[v], futures = _held(_region(a, graph, part))
+                held.update(futures)
         values = {v: np.asarray(a[part.molecule:part.molecule + 1, part.start:part.stop])
                   for v, a in arrays.items() if not isinstance(a, da.Array)}
         if values and client is not None:  # numpy data: sent to the cluster, not in the graph
             values = client.scatter(values, hash=False)
+        # chunks already on the cluster (a persisted dataset): their futures are the task's
+        # arguments, so distributed brings their data to it
         tasks.append(dask.delayed(write_arrays, pure=False)(
-            str(root / part.name), part, Region(graphs), values, small, shared,
-            _part_coords(ds, part), image_attrs, compression,
+            str(root / part.name), part, Region(graphs, list(held)), list(held.values()), values, small,
+            shared, _part_coords(ds, part), image_attrs, compression,
             dask_key_name=f"write-part-{part.molecule}-{part.start}-{token}"))
     return tasks
 
@@ -313,12 +319,35 @@ def _region(array: da.Array, graph: dict, part: Part) -> da.Array:
     return da.Array(culled, array.name, array.chunks, meta=array._meta)
 
 
+def _held(array: da.Array) -> tuple:
+    """The array without the futures in its graph, and those futures ({key: Future}): chunks
+    a ``persist`` left on the cluster."""
+    from distributed import Future
+
+    graph = dict(array.__dask_graph__())
+    futures = {k: v for k, v in graph.items() if isinstance(v, Future)}
+    if not futures:
+        return array, {}
+    rest = {k: v for k, v in graph.items() if k not in futures}
+    return da.Array(rest, array.name, array.chunks, meta=array._meta), futures
+
+
 class Region:
     """A part's dask arrays, carried into its task as they are (dask does not look inside
-    this object, so they are computed there, a sub-block at a time, not before it)."""
+    this object, so they are computed there, a sub-block at a time, not before it), and
+    the keys of the chunks whose values come as the task's arguments (``held``)."""
 
-    def __init__(self, arrays: dict):
+    def __init__(self, arrays: dict, held: list = ()):
         self.arrays = arrays
+        self.held = list(held)
+
+    def with_values(self, values: list) -> dict:
+        """The arrays, with the held chunks' values in their graphs."""
+        if not self.held:
+            return dict(self.arrays)
+        data = dict(zip(self.held, values))
+        return {v: da.Array({**dict(a.__dask_graph__()), **data}, a.name, a.chunks, meta=a._meta)
+                for v, a in self.arrays.items()}
 
 
 def _shared_header(ds: xr.Dataset) -> xr.Dataset:
@@ -366,8 +395,8 @@ def write_part(path: str, part: Part, source, frames: np.ndarray, variants: np.n
     return _stream(PartWriter(path, _header(shared, pieces), image_attrs, compression), part, steps, small, block)
 
 
-def write_arrays(path: str, part: Part, region: Region, values: dict, small: dict, shared: xr.Dataset,
-                 pieces: dict, image_attrs: dict, compression: dict) -> dict:
+def write_arrays(path: str, part: Part, region: Region, held: list, values: dict, small: dict,
+                 shared: xr.Dataset, pieces: dict, image_attrs: dict, compression: dict) -> dict:
     """Worker task: compute one part of a dataset from its arrays and write it, a sub-block
     at a time (with the synchronous scheduler, in this task); returns `_result`.
 
@@ -376,7 +405,8 @@ def write_arrays(path: str, part: Part, region: Region, values: dict, small: dic
     twice). Memory is set by the larger of the sub-block and one chunk.
     """
     m, start = part.molecule, part.start
-    arrays = {**{v: a[m:m + 1, start:part.stop] for v, a in region.arrays.items()}, **values}
+    lazy = region.with_values(held)
+    arrays = {**{v: a[m:m + 1, start:part.stop] for v, a in lazy.items()}, **values}
 
     def block(i, j):
         keys = list(arrays)
