@@ -4,7 +4,7 @@
 contract's `xarray.Dataset` around the arrays. The graph carries its `Build` (the render
 layer is a `BuildLayer`), so `build_of` finds the plan of any plain xarray selection of such
 a dataset (``isel``/``sel`` along molecule and variant) with no registry: the save path then
-renders exactly the selected frames on the workers (docs/design.md, "Write path").
+renders exactly the selected frames on the workers (docs/design.md, "Write path and store").
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from .errors import InputError
 from .grid import Grid
 from .noise import add_noise
 from .options import BuildOptions
-from .planning import LOST_FRACTION_WARNING, Build, auto_block_size, auto_extent, frame_bytes, plan  # noqa: F401
+from .planning import (LOST_FRACTION_WARNING, Build, auto_block_size, auto_extent,  # noqa: F401
+                       frame_bytes, plan)
 from .render import NonFiniteCoordinates, render
 from .sources import TrajectorySource, cached, selected
 
@@ -334,7 +335,8 @@ def _selection(ds: xr.Dataset, b: Build) -> Build | None:
         return None
     if ((variants < 0) | (variants >= b.frames.shape[1])).any():
         return None
-    if "frame" not in ds.coords or not np.array_equal(ds["frame"].values, b.frames[np.ix_(molecules, variants)]):
+    frames = b.frames[np.ix_(molecules, variants)]
+    if "frame" not in ds.coords or not np.array_equal(ds["frame"].values, frames):
         return None
     if "label" in ds.coords and not np.array_equal(ds["label"].values, molecules):
         return None

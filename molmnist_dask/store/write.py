@@ -392,7 +392,8 @@ def write_part(path: str, part: Part, source, frames: np.ndarray, variants: np.n
 
     small = {"lost_atoms": np.int64, "lost_electrons": np.float64}
     steps = _steps(part.size, frame_bytes(grid))
-    return _stream(PartWriter(path, _header(shared, pieces), image_attrs, compression), part, steps, small, block)
+    writer = PartWriter(path, _header(shared, pieces), image_attrs, compression)
+    return _stream(writer, part, steps, small, block)
 
 
 def write_arrays(path: str, part: Part, region: Region, held: list, values: dict, small: dict,
@@ -419,7 +420,8 @@ def write_arrays(path: str, part: Part, region: Region, held: list, values: dict
     for a in region.arrays.values():
         edges.update((np.cumsum(a.chunks[1]) - start).tolist())
     steps = _steps(part.size, frame, edges)
-    return _stream(PartWriter(path, _header(shared, pieces), image_attrs, compression), part, steps, small, block)
+    writer = PartWriter(path, _header(shared, pieces), image_attrs, compression)
+    return _stream(writer, part, steps, small, block)
 
 
 def _steps(n: int, per_frame: int, edges=()) -> list:
