@@ -99,6 +99,15 @@ def test_no_registry_of_plans():
     assert not hasattr(write, "_write_from_arrays")
 
 
+def test_the_33rd_build_of_a_process_is_still_a_plan(md):
+    """No registry of the last builds: the plan travels with each dataset's graph."""
+    src = [TrajectorySource("adk", md.PSF, md.DCD)]
+    first = mm.build_dataset(src, size=8, extent=80.0, variants=2)
+    for size in range(9, 42):
+        mm.build_dataset(src, size=size, extent=80.0, variants=2)
+    assert build_of(first.isel(variant=[1])).variants.tolist() == [1]
+
+
 def test_a_selection_is_recognised_as_a_smaller_plan(three):
     ds = three.to_dataset()
     assert build_of(ds).is_whole
