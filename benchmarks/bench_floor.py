@@ -154,7 +154,8 @@ def main():
     args = C.arguments(__doc__, clusters=dict(default="project,bare,bare-no-plugin",
                                               help="comma-separated: project, bare, bare-no-plugin"),
                        sizes=dict(default="200,1024,2048", help="comma-separated sizes"),
-                       repeats=dict(type=int, default=2, help="measurements of each, best taken"))
+                       repeats=dict(type=int, default=2, help="measurements of each, best taken"),
+                       copies=dict(type=int, default=None, help="molecules (ADK copies) per size"))
     from MDAnalysisTests.datafiles import DCD, PSF
 
     import molmnist_dask as mm
@@ -163,6 +164,7 @@ def main():
     names = args.clusters.split(",")
     sizes = [int(s) for s in args.sizes.split(",")]
     copies = {200: 8, 1024: 2, 2048: 2} if not args.quick else {200: 2, 1024: 2, 2048: 1}
+    copies = {size: args.copies or n for size, n in copies.items()}
     frames_of = {200: 392, 1024: 98, 2048: 24} if not args.quick else {200: 196, 1024: 49, 2048: 24}
     rows = []
     spawn = multiprocessing.get_context("spawn")

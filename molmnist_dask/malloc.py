@@ -4,8 +4,9 @@ A task renders a sub-block with large temporaries (the binning image, the FFT's 
 HDF5's chunk buffers) that it frees and allocates again for the next frame. distributed
 starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``: glibc then hands every such buffer
 back to the system at once, and the next frame page-faults it in anew. Tasks ran 1.3x
-(200 px) to 2x (1024 px) slower (benchmarks/bench_build.py, issue 8), and the figures of
-benchmarks/bench_floor.py say the same for a bare ``distributed.LocalCluster``.
+(200 px) to 2x (1024 px) slower (benchmarks/bench_build.py, issue 8); a bare
+``distributed.LocalCluster`` built at 0.35-0.5 of the per-frame floor at 200 and 1024 px
+without this module, at the CLI's cluster's rate with it (benchmarks/bench_floor.py).
 
 Environment variables reach only the workers a program spawns itself, and only at their
 start; glibc's ``mallopt`` sets the same parameters in a running process. So `register` adds
