@@ -25,35 +25,15 @@ def _say(client, how: str) -> None:
     print(f"dask: {how}; dashboard: {link}" if link else f"dask: {how}", flush=True)
 
 
-#: Worker environment: keep freed memory for reuse. distributed's default
-#: MALLOC_TRIM_THRESHOLD_=65536 hands every large temporary (binning, FFT and HDF5 buffers)
-#: back to the system at once, so the next block page-faults it in anew: tasks ran 1.3x (200 px)
-#: to 2x (1024 px) slower (benchmarks/bench_build.py). Worker memory stays bounded by the block.
-WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(2**28), "MALLOC_MMAP_THRESHOLD_": str(2**26)}
-
-
-def _worker_malloc() -> None:
-    """Make new local workers start with `WORKER_MALLOC`.
-
-    malloc reads these when a process starts, so they must be in the environment the nanny
-    spawns from: its ``pre-spawn-environ`` config, which values in ``os.environ`` override.
-    """
-    import dask
-
-    for key, value in WORKER_MALLOC.items():
-        os.environ[key] = value
-        dask.config.set({f"distributed.nanny.pre-spawn-environ.{key}": value})
-
-
 def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **kwargs):
     """A `distributed.LocalCluster` sized to the machine: one single-threaded worker per core.
 
     One thread per worker process because reading trajectories holds the GIL; memory is
-    split evenly between the workers. Workers keep freed memory for reuse (`WORKER_MALLOC`).
+    split evenly between the workers. Workers keep freed memory for reuse (`malloc`), as
+    do those of any other cluster a save runs on.
     """
     from distributed import LocalCluster
 
-    _worker_malloc()
     n_workers = n_workers or max(1, (os.cpu_count() or 1) // threads_per_worker)
     kwargs.setdefault("dashboard_address", ":0" if _has_bokeh() else None)
     # A failing task reaches the caller as its own exception; the workers' log lines about it
@@ -68,7 +48,11 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **k
 
 
 def dask_setup(worker) -> None:
-    """Worker preload (see `local_cluster`): ignore SIGINT, which the client handles."""
+    """Worker preload (see `local_cluster`): ignore SIGINT, which the client handles; keep
+    freed memory for reuse from the start (`malloc.apply`)."""
+    from .malloc import apply
+
+    apply()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -1,168 +1,46 @@
-"""Plan blocks of frames -> one dask task per block -> a lazy, labelled xarray.Dataset."""
+"""The worker's render task, the lazy graph of a `Build`, and the dataset around it.
+
+`build_dataset` is `plan(...).to_dataset()`: one render task per block of frames, and the
+contract's `xarray.Dataset` around the arrays. The graph carries its `Build` (the render
+layer is a `BuildLayer`), so `build_of` finds the plan of any plain xarray selection of such
+a dataset (``isel``/``sel`` along molecule and variant) with no registry: the save path then
+renders exactly the selected frames on the workers (docs/design.md, "Write path and store").
+"""
 
 from __future__ import annotations
 
 import functools
-import math
-import warnings
-from dataclasses import dataclass
 
 import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from . import orientation as orient
 from .errors import InputError
 from .grid import Grid
-from .memory import check_frame_memory
 from .metadata import make_dataset
 from .noise import add_noise
 from .options import BuildOptions
-from .settings import setting
-from .render import NonFiniteCoordinates, center_positions, render
-from .sources import SourceInfo, TrajectorySource, cached, inspect, selected, spread
+from .planning import (LOST_FRACTION_WARNING, Build, auto_block_size, auto_extent,  # noqa: F401
+                       frame_bytes, plan)
+from .render import NonFiniteCoordinates, render
+from .sources import TrajectorySource, cached, selected
 
-#: Warn when more than this fraction of a molecule's electrons falls outside the field of view.
-LOST_FRACTION_WARNING = 0.01
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What `build_dataset` decided: the options (extent resolved), frames per molecule, the
-    grid and the blocks of the lazy dataset's chunks."""
-
-    sources: tuple
-    infos: tuple
-    frames: np.ndarray  # (molecule, variant)
-    grid: Grid
-    blocks: tuple  # (start, stop) along variant
-    options: BuildOptions
-
-    @property
-    def block_sizes(self) -> tuple:
-        return tuple(stop - start for start, stop in self.blocks)
-
-    @property
-    def center(self):
-        return self.options.center
-
-    @property
-    def scattering(self) -> str:
-        return self.options.scattering
-
-    @property
-    def fluence(self):
-        return self.options.fluence
-
-    @property
-    def noise_seed(self) -> int:
-        return self.options.noise_seed
+#: The variables a build computes, as laid out in the dataset.
+DATA_VARS = {"shape": ("molecule", "variant", "y", "x"), "diffraction": ("molecule", "variant", "qy", "qx"),
+             "lost_atoms": ("molecule", "variant"), "lost_electrons": ("molecule", "variant")}
 
 
-def frame_bytes(grid: Grid) -> int:
-    """Bytes of one frame's output: its shape and its pattern, float32."""
-    return 4 * (grid.size**2 + grid.qsize**2)
-
-
-def auto_block_size(grid: Grid, n_variants: int) -> int:
-    """Frames per block of the lazy dataset: the largest that keeps a chunk under
-    ``molmnist.block-bytes`` (at least one, at most ``molmnist.block-frames``)."""
-    per_frame = 4 * max(grid.size**2, grid.qsize**2)
-    return int(max(1, min(n_variants, setting("block-frames"), setting("block-bytes") // per_frame)))
-
-
-def plan(sources, options: BuildOptions | dict | None = None, **changes) -> Plan:
-    """Check the sources and options, and cut each molecule's frames into blocks.
-
-    Opens each source once on the client (to check it and count atoms and frames); the
-    workers open their own. Every problem is an `InputError` naming what is at fault.
-
-    Parameters
-    ----------
-    sources : sequence of TrajectorySource
-    options : BuildOptions or dict, optional
-        The build's options; keyword ``changes`` (the names of `BuildOptions`) go on top.
-    """
-    options = BuildOptions.make(options, **changes)
-    sources = _check_sources(sources)
-    infos = tuple(inspect(s) for s in sources)
-    if options.center == "electrons":
-        for source, info in zip(sources, infos):
-            if info.n_electrons <= 0:
-                raise InputError(f"molecule '{source.name}': center='electrons' but its selection "
-                                 f"{source.selection!r} has no electrons (virtual sites only?)")
-    if options.scattering == "form_factors":
-        for source in sources:
-            _element_groups(source)
-    frames = _pick_frames(sources, infos, options.variants)
-    # K orientations of each frame: the frame's K variants in a row
-    frames = np.repeat(frames, options.orientations_per_frame, axis=1)
-    if options.extent is None:
-        turned = options.orientation != "z"
-        options = options.replace(extent=auto_extent(sources, options.center, frames, turned))
-    grid = Grid(size=options.size, extent=options.extent, oversampling=options.oversampling)
-    check_frame_memory(grid)
-    n = frames.shape[1]
-    block_size = options.block_size or auto_block_size(grid, n)
-    blocks = tuple((i, min(i + block_size, n)) for i in range(0, n, int(block_size)))
-    return Plan(sources, infos, frames, grid, blocks, options)
-
-
-def _check_sources(sources) -> tuple:
-    if isinstance(sources, TrajectorySource):
-        sources = [sources]
-    sources = tuple(sources)
-    if not sources:
-        raise InputError("no molecules given")
-    for s in sources:
-        if not isinstance(s, TrajectorySource):
-            raise InputError(f"sources must be TrajectorySource objects, got {type(s).__name__}")
-    names = [s.name for s in sources]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"duplicate molecule names: {', '.join(dupes)}")
-    return sources
-
-
-def _pick_frames(sources, infos, variants) -> np.ndarray:
-    if variants is not None:
-        return np.stack([spread(i.frames, variants, s.name) for s, i in zip(sources, infos)])
-    counts = {s.name: len(i.frames) for s, i in zip(sources, infos)}
-    if len(set(counts.values())) > 1:
-        listing = ", ".join(f"{k}: {v}" for k, v in counts.items())
-        raise InputError(f"molecules have different frame counts ({listing}); "
-                         "give variants=N to take N frames from each")
-    return np.stack([i.frames for i in infos])
-
-
-def auto_extent(sources, center, frames: np.ndarray, turned: bool = False) -> float:
-    """A field of view holding every molecule's first frame with a 20% margin, whole angstrom.
-
-    ``turned`` (any orientation but "z"): holding it in every orientation, i.e. a disc of the
-    largest distance of an atom from the centre.
-    """
-    half = 0.0
-    for source, first in zip(sources, frames[:, 0]):
-        universe, atoms, z = selected(source)
-        read_frame(source, universe, int(first))
-        pos = center_positions(atoms.positions, z, center)
-        if not np.isfinite(pos).all():
-            raise InputError(f"molecule '{source.name}': NaN or infinite coordinates in frame {first}")
-        reach = np.linalg.norm(pos, axis=1) if turned else np.abs(pos[:, :2])
-        half = max(half, float(reach.max()))
-    return float(math.ceil(2.4 * half + 1))
-
-
-def _element_groups(source: TrajectorySource):
+def element_groups(source: TrajectorySource):
     """Elements of a source's selection and each atom's index into them (form factors)."""
     from .electrons import element_symbols
-    from .formfactors import element_groups
+    from .formfactors import element_groups as groups
 
     def make(universe):  # once per Universe: a Python loop over the atoms
         _, atoms, z = selected(source)
-        return element_groups(element_symbols(atoms), z, source.name)
+        return groups(element_symbols(atoms), z, source.name)
 
     return cached(source, ("elements", source.selection), make)[1]
 
@@ -200,7 +78,7 @@ def render_block(source: TrajectorySource, frames, grid: Grid, center, *, scatte
         if scattering == "form_factors":
             from .formfactors import render_form_factors
 
-            elements, index = _element_groups(source)
+            elements, index = element_groups(source)
             r = render_form_factors(positions(), z, index, elements, grid, center, rotations)
         else:
             r = render(positions(), z, grid, center, rotations)
@@ -237,24 +115,24 @@ def _file_of_frame(source: TrajectorySource, universe, index: int) -> str:
     return files[0]
 
 
-def block_options(p: Plan, start: int, stop: int) -> dict:
-    """`render_block`'s keywords for variants ``start..stop-1``: the kernel's non-default
-    options, and the variant indices where they seed something (noise, orientations). Only
-    what differs from the defaults, so that default graphs keep their keys."""
-    options = p.options.render_options()
-    if "fluence" in options or "orientation" in options:
-        options["variants"] = np.arange(start, stop)
-    return options
+def block_options(options: BuildOptions, variants) -> dict:
+    """`render_block`'s keywords for the given variants: the kernel's non-default options, and
+    the variant indices where they seed something (noise, orientations). Only what differs
+    from the defaults, so that default graphs keep their keys."""
+    kwargs = options.render_options()
+    if "fluence" in kwargs or "orientation" in kwargs:
+        kwargs["variants"] = np.asarray(variants)
+    return kwargs
 
 
-def _render_task(p: Plan, m: int, start: int, stop: int) -> tuple:
+def _render_task(b: Build, m: int, start: int, stop: int) -> tuple:
     """The key and task that render molecule ``m``'s variants ``start..stop-1``."""
-    source = p.sources[m]
-    frames = p.frames[m, start:stop]
-    options = block_options(p, start, stop)
-    token = dask.base.tokenize(source, frames, p.grid, p.center, *sorted(options.items(), key=str))
+    source = b.sources[m]
+    frames = b.frames[m, start:stop]
+    options = block_options(b.options, np.arange(start, stop))
+    token = dask.base.tokenize(source, frames, b.grid, b.center, *sorted(options.items(), key=str))
     call = functools.partial(render_block, **options) if options else render_block
-    return f"render-{source.name}-{start}-{token}", (call, source, frames, p.grid, p.center)
+    return f"render-{source.name}-{start}-{token}", (call, source, frames, b.grid, b.center)
 
 
 def _item(rendered: tuple, i: int) -> np.ndarray:
@@ -262,46 +140,67 @@ def _item(rendered: tuple, i: int) -> np.ndarray:
     return rendered[i][np.newaxis]
 
 
-def _assemble(p: Plan) -> list:
+class BuildLayer(MaterializedLayer):
+    """The render tasks of a build, carrying the `Build` they come from (``build``) and the
+    names of the layers that take each variable from them (``items``): how `build_of` knows
+    a dataset's plan from its graph alone. The layer object travels with every xarray
+    selection's graph (HighLevelGraph keeps its layers), and with nothing else: no registry."""
+
+    def __init__(self, mapping: dict, build: Build):
+        super().__init__(mapping)
+        self.build = build
+        self.items = {}
+
+
+def _assemble(b: Build) -> list:
     """Four dask arrays (shape, diffraction, lost_atoms, lost_electrons), one chunk per block.
 
     Written as one graph layer of render tasks and, per variable, a layer taking its item of
     each render's result: six tasks a block in all, however the arrays are computed or saved.
     """
-    renders, render_layer = {}, {}
-    for m in range(len(p.sources)):
-        for b, (start, stop) in enumerate(p.blocks):
-            key, task = _render_task(p, m, start, stop)
-            renders[(m, b)] = key
-            render_layer[key] = task
+    renders, render_tasks = {}, {}
+    for m in range(len(b.sources)):
+        for k, (start, stop) in enumerate(b.blocks):
+            key, task = _render_task(b, m, start, stop)
+            renders[(m, k)] = key
+            render_tasks[key] = task
     layer_name = "render-" + dask.base.tokenize(*renders.values())
-    n, q = p.grid.size, p.grid.qsize
+    render_layer = BuildLayer(render_tasks, b)
+    n, q = b.grid.size, b.grid.qsize
     specs = [("shape", ((n,), (n,)), np.float32), ("diffraction", ((q,), (q,)), np.float32),
              ("lost_atoms", (), np.int64), ("lost_electrons", (), np.float64)]
     arrays = []
     for i, (var, image_chunks, dtype) in enumerate(specs):
         name = f"{var}-{dask.base.tokenize(layer_name, i)}"
+        render_layer.items[var] = name
         tail = (0,) * len(image_chunks)
-        layer = {(name, m, b, *tail): (_item, key, i) for (m, b), key in renders.items()}
+        layer = {(name, m, k, *tail): (_item, key, i) for (m, k), key in renders.items()}
         graph = HighLevelGraph({layer_name: render_layer, name: layer},
                                {layer_name: set(), name: {layer_name}})
-        chunks = ((1,) * len(p.sources), p.block_sizes, *image_chunks)
+        chunks = ((1,) * len(b.sources), b.block_sizes, *image_chunks)
         arrays.append(da.Array(graph, name, chunks, meta=np.empty((0,) * len(chunks), dtype)))
     return arrays
+
+
+def lazy_dataset(b: Build) -> xr.Dataset:
+    """The lazy dataset of a whole build (`Build.to_dataset`)."""
+    shape, diffraction, lost_atoms, lost_electrons = _assemble(b)
+    return make_dataset(b, shape, diffraction, lost_atoms, lost_electrons)
 
 
 def build_dataset(sources, options: BuildOptions | dict | None = None, **changes) -> xr.Dataset:
     """Lazy shape images and diffraction patterns of MD trajectories, labelled per molecule.
 
-    The options are one `BuildOptions` (``options``), keywords of the same names, or both
-    (keywords win): ``build_dataset(sources, size=200, variants=50)``.
+    ``plan(sources, options, **changes).to_dataset()``. The options are one `BuildOptions`
+    (``options``), keywords of the same names, or both (keywords win):
+    ``build_dataset(sources, size=200, variants=50)``.
 
     Parameters
     ----------
     sources : sequence of TrajectorySource
         One per molecule; the order gives the labels 0..M-1.
     options : BuildOptions or dict, optional
-        All options at once (from a run file: `molmnist_dask.runfile.load_run_file`).
+        All options at once (from a run file: `molmnist_dask.config.load_run_file`).
     size : int
         Pixels per side of the shape image.
     extent : float, optional
@@ -339,59 +238,108 @@ def build_dataset(sources, options: BuildOptions | dict | None = None, **changes
     -------
     xarray.Dataset
         Lazy (dask-backed) ``shape``, ``diffraction``, ``lost_atoms`` and ``lost_electrons``,
-        with the coordinates and attributes of the data contract (docs/design.md). Nothing is read
-        or rendered until it is computed or saved.
+        with the coordinates and attributes of the data contract (docs/design.md). Nothing is
+        read or rendered until it is computed or saved.
     """
-    options = BuildOptions.make(options, **changes)
-    p = plan(sources, options)
-    if options.extent is not None:  # an automatic extent holds every first frame already
-        _warn_lost(p)
-    shape, diffraction, lost_atoms, lost_electrons = _assemble(p)
-    ds = make_dataset(p, shape, diffraction, lost_atoms, lost_electrons)
-    remember(ds, p)
-    return ds
+    return plan(sources, options, **changes).to_dataset()
 
 
-#: The plans of the lazy datasets made here, by the dask name of their ``shape``: the save
-#: path renders and writes straight from the plan when the dataset is still the one made.
-_PLANS: dict = {}
+# --- a dataset's plan, from its graph ---------------------------------------------------------
 
+def build_of(ds: xr.Dataset) -> Build | None:
+    """The `Build` a dataset is, or selects from (then a selected `Build`), or None.
 
-def remember(ds: xr.Dataset, p: Plan) -> None:
-    """Keep ``p`` for `plan_of` (the last few only)."""
-    while len(_PLANS) >= 32:
-        _PLANS.pop(next(iter(_PLANS)))
-    _PLANS[ds["shape"].data.name] = p
-
-
-def plan_of(ds: xr.Dataset) -> Plan | None:
-    """The plan of a dataset exactly as `build_dataset` made it, or None.
-
-    Any change that touches the images (a selection, a rechunk, a computation) gives new dask
-    names, so a dataset that is not the plan's own falls back to being written from its arrays.
+    A dataset is a build's when each of its four variables is that build's own array or a
+    plain selection of it along molecule and variant (xarray's ``isel``/``sel``: dask getitem
+    layers that take whole images), and its coordinates say which molecules and variants
+    (names, variant indices, frames and the grid's coordinates agree with the plan). Anything
+    else (a computation, a rechunk, a crop, an opened store, numpy data) is None: such a
+    dataset is written from its arrays.
     """
-    data = ds["shape"].data if "shape" in ds else None
-    name = getattr(data, "name", None)
-    p = _PLANS.get(name) if isinstance(name, str) else None
-    if p is None or ds.sizes.get("variant") != p.frames.shape[1] or ds.sizes.get("molecule") != len(p.sources):
-        return None
-    if getattr(ds["diffraction"].data, "name", None) is None or not np.array_equal(ds["frame"].values, p.frames):
-        return None
-    return p
+    found = None
+    for var, dims in DATA_VARS.items():
+        if var not in ds or ds[var].dims != dims:
+            return None
+        data = ds[var].variable._data  # .data would load a lazily indexed variable
+        b = _build_in_graph(data, var) if isinstance(data, da.Array) else None
+        if b is None or (found is not None and b is not found):
+            return None
+        found = b
+    return _selection(ds, found)
 
 
-def _warn_lost(p: Plan) -> None:
-    """Warn early, from the first frame, when much of a molecule falls outside a field of view
-    given by the user."""
-    half = p.grid.extent / 2
-    for source, first in zip(p.sources, p.frames[:, 0]):
-        universe, atoms, z = selected(source)
-        read_frame(source, universe, int(first))
-        pos = center_positions(atoms.positions, z, p.center)
-        rotation = orient.rotations(p.options.orientation, p.options.orientation_seed, source.name, [0])
-        xy = pos[:, :2] if rotation is None else (pos @ rotation[0].T)[:, :2]  # as variant 0 sees it
-        outside = (np.abs(xy) > half).any(axis=1)
-        fraction = z[outside].sum() / max(z.sum(), 1)
-        if fraction > LOST_FRACTION_WARNING:
-            warnings.warn(f"molecule '{source.name}': {fraction:.1%} of its electrons fall outside "
-                          f"the {p.grid.extent:g} A field of view in frame {first}", stacklevel=3)
+def _build_in_graph(array: da.Array, var: str) -> Build | None:
+    """The build whose ``var`` this array is, through selections only; or None."""
+    layers = array.__dask_graph__().layers
+    builds = [(name, layer) for name, layer in layers.items() if isinstance(layer, BuildLayer)]
+    if len(builds) != 1:
+        return None
+    name, layer = builds[0]
+    own = {name, layer.items.get(var)}
+    if layer.items.get(var) not in layers:
+        return None
+    for other, sub in layers.items():
+        if other not in own and not (other.startswith("getitem-") and _selects_images(sub)):
+            return None
+    return layer.build
+
+
+def _selects_images(layer) -> bool:
+    """Whether every task of a dask getitem layer only picks along the first two axes
+    (molecule, variant), taking whole images: slices and index arrays there, ``slice(None)``
+    on every other axis. Unknown tasks are not understood, hence False."""
+    from dask._task_spec import Alias, DataNode, Task
+
+    for key, task in layer.items():
+        if isinstance(task, DataNode):
+            if "taker" in str(key):  # take (a list of positions): (marker, index tuple)
+                value = task.value
+                if not (isinstance(value, tuple) and len(value) == 2 and _whole_images(value[1])):
+                    return False
+            continue
+        if isinstance(task, Alias):
+            continue
+        if not isinstance(task, Task):
+            return False
+        func = getattr(task.func, "__name__", "")
+        if func == "getitem":  # operator's or dask.array.chunk's: (array, index tuple)
+            if len(task.args) != 2 or not _whole_images(task.args[1]):
+                return False
+        elif func == "concatenate_arrays":  # take: the pieces joined along its axis
+            if len(task.args) != 3 or task.args[2] not in (0, 1):
+                return False
+        elif func != "_getitem":  # take: a piece, with a taker checked above
+            return False
+    return True
+
+
+def _whole_images(index) -> bool:
+    if not isinstance(index, tuple):
+        return False
+    picks = all(isinstance(k, (slice, int, np.integer, np.ndarray)) for k in index[:2])
+    return picks and all(isinstance(k, slice) and k == slice(None) for k in index[2:])
+
+
+def _selection(ds: xr.Dataset, b: Build) -> Build | None:
+    """``b`` cut to the molecules and variants the dataset's coordinates name, if they agree
+    with the plan (frames, labels, pixel and frequency coordinates)."""
+    names = [s.name for s in b.sources]
+    try:
+        molecules = np.array([names.index(str(n)) for n in ds["molecule"].values], dtype=np.int64)
+    except (ValueError, KeyError):
+        return None
+    variants = np.asarray(ds["variant"].values) if "variant" in ds.coords else None
+    if variants is None or variants.dtype.kind not in "iu" or variants.ndim != 1:
+        return None
+    if ((variants < 0) | (variants >= b.frames.shape[1])).any():
+        return None
+    frames = b.frames[np.ix_(molecules, variants)]
+    if "frame" not in ds.coords or not np.array_equal(ds["frame"].values, frames):
+        return None
+    if "label" in ds.coords and not np.array_equal(ds["label"].values, molecules):
+        return None
+    g = b.grid
+    for c, values in (("y", g.centers), ("x", g.centers), ("qy", g.q), ("qx", g.q)):
+        if c not in ds.coords or not np.array_equal(ds[c].values, values):
+            return None
+    return b.select(molecules, variants)

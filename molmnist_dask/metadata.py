@@ -23,7 +23,7 @@ from .provenance import command_line, fingerprint, now, resolved
 from .sources import frame_labels
 
 if TYPE_CHECKING:
-    from .dataset import Plan
+    from .planning import Build as Plan
 
 CONVENTIONS = "CF-1.11, ACDD-1.3"
 PAPER = ("Y. Zhang, S. Farrell, M. Crowley, L. Makowski and J. Deslippe, A Molecular-MNIST dataset for "

@@ -133,7 +133,15 @@ def test_connect_local_prints_dashboard_and_stops_what_it_started(capsys):
         assert len(client.scheduler_info()["workers"]) == 2
         cluster = client.cluster
         assert client.submit(lambda: 42).result() == 42
+        # its workers keep freed memory from the start (the preload), before any save
+        assert set(client.run(_allocator).values()) == {True}
     assert cluster.status.name == "closed"
+
+
+def _allocator() -> bool:
+    from molmnist_dask.malloc import SETTINGS, applied
+
+    return applied == SETTINGS
 
 
 def test_connect_uses_the_active_client_and_leaves_it_open(client, capsys):

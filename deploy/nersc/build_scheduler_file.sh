@@ -42,7 +42,9 @@ if type module >/dev/null 2>&1; then
     module load python
     conda activate "$ENV_NAME"
 fi
-# One thread of BLAS/OpenMP per dask thread: the parallelism is dask's.
+# One thread of BLAS/OpenMP per dask thread: the parallelism is dask's. (The workers' memory
+# allocator needs nothing here: `molmnist build` registers a worker plugin that sets it on
+# every worker of the scheduler, molmnist_dask/malloc.py.)
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 NODES=${SLURM_JOB_NUM_NODES:-1}

@@ -1,27 +1,40 @@
 """Saving a dataset as a store: one streaming task per part file, the index written last.
 
-A save task owns one part: it opens the part file, then reads, renders and writes its frames
-a sub-block at a time, closes the file and renames it into place, and returns the part's
-small per-frame values. The client writes the index from those returns without opening a
-part. A build that stops part-way resumes when run again: finished parts are kept and only
-missing ones computed.
+A save task owns one part: it opens the part file, then fills it a sub-block at a time,
+closes the file and renames it into place, and returns the part's small per-frame values.
+The client only plans the tasks and writes the index from their returns, without opening a
+part. Any dataset is written so, on the workers:
+
+- a build's dataset, or a selection of it along molecule and variant (`build_of` finds its
+  `Build` in the graph): each task reads and renders exactly its frames (`write_part`);
+- any other (a computation, a rechunk, a dataset opened from a store, numpy data): each task
+  gets its part's chunks of the graph, culled to them (or its numpy values), and computes
+  them sub-block by sub-block with the synchronous scheduler (`write_arrays`).
+
+A part's bytes do not depend on which of the two wrote it. A build that stops part-way
+resumes when run again: finished parts are kept and only missing ones computed.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import uuid
 import warnings
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.optimization import cull
 
-from ..dataset import Plan, frame_bytes, plan_of, render_block
+from ..dataset import block_options, build_of, render_block
 from ..errors import InputError
 from ..lock import StoreLock
 from ..settings import setting
+from ..planning import Build, frame_bytes
 from ..progress import active_client, compute_with_progress
 from .index import configuration, differences, read_index, write_index
 from .layout import IMAGE_VARS, SMALL_VARS, Part, cut, frames_per_part
@@ -44,8 +57,10 @@ def save_dataset(ds: xr.Dataset, path, *, compression: dict | None = None, check
     Parameters
     ----------
     ds : xarray.Dataset
-        As `build_dataset` returns it (then each task reads and renders its own frames), or
-        any dataset of the same layout (lazy or computed; then it is written from its arrays).
+        As `build_dataset` returns it or a selection of it along molecule and variant (then
+        each task reads and renders its own frames), or any dataset of the same layout (lazy
+        or computed; then each task computes its part from the dataset's arrays). Either way
+        the parts are written by the workers, a sub-block at a time.
     path : path-like
         A folder (the store), or a file name ending in ``.nc`` for one NetCDF file (written by
         `consolidate` from a store at ``PATH.parts``, which is then removed).
@@ -110,9 +125,9 @@ def input_files(ds: xr.Dataset) -> list:
     for coord in ("topology", "trajectory"):
         if coord in ds.coords:
             names += [n for value in ds[coord].values for n in str(value).split(";") if n]
-    p = plan_of(ds)
-    if p is not None:
-        names += [f for s in p.sources for f in s.files]
+    b = build_of(ds)
+    if b is not None:
+        names += [f for s in b.sources for f in s.files]
     return sorted({Path(n).resolve() for n in names})
 
 
@@ -203,43 +218,136 @@ def _missing(root: Path, parts: list, full: bool = False) -> list:
 
 
 def _write_parts(ds: xr.Dataset, root: Path, todo: list, compression: dict, progress: bool) -> list:
-    """Write the ``todo`` parts; returns each one's `_result`."""
+    """Write the ``todo`` parts on the workers (or dask's local scheduler); returns each
+    one's `_result`. The client only plans the tasks and gathers their small returns."""
+    from ..malloc import register
+
+    client = active_client()
+    register(client)  # the allocator's settings on workers the package did not start
     try:
-        p = plan_of(ds)
-        if p is None:  # not as build_dataset made it: written from its arrays, here
-            shared, image_attrs = _shared_header(ds), {v: dict(ds[v].attrs) for v in IMAGE_VARS}
-            return [_write_from_arrays(ds, root / part.name, part, _header(shared, _part_coords(ds, part)),
-                                       image_attrs, compression) for part in todo]
-        tasks = _tasks(ds, root, todo, compression, p)
+        tasks = _tasks(ds, root, todo, compression, client)
         return compute_with_progress(tasks, progress=progress, desc=f"build {root.name}",
                                      weights=[part.size for part in todo], unit="frame")
     except OSError as err:
         raise InputError(f"{root}: cannot write parts ({err.strerror or err})") from None
 
 
-def _tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict, p: Plan | None = None) -> list:
-    """One delayed `write_part` per part of ``todo``, for a dataset `build_dataset` made (its
-    plan ``p``, if already looked up)."""
-    p = p or plan_of(ds)
+def _tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict, client=None) -> list:
+    """One delayed write task per part of ``todo``: rendered from the plan when the dataset is
+    a build's or a selection of one (`build_of`), else computed from its arrays."""
+    b = build_of(ds)
+    if b is not None:
+        return _build_tasks(ds, root, todo, compression, b)
+    return _array_tasks(ds, root, todo, compression, client)
+
+
+def _build_tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict, b: Build) -> list:
+    """One delayed `write_part` per part: each reads and renders its own frames."""
     image_attrs = {v: dict(ds[v].attrs) for v in IMAGE_VARS}
     # once in the graph (64 KiB of coordinates at 2048 px), not once per task
     shared = dask.delayed(_shared_header(ds), pure=True, traverse=False)
-    token = dask.base.tokenize(str(root.resolve()), config_token(p), compression)
+    token = dask.base.tokenize(str(root.resolve()), config_token(b), compression)
     tasks = []
     for part in todo:
+        source, frames, variants = b.part(part.molecule, part.start, part.stop)
         # Biggest parts first (atoms x frames), so that no big one is left for the end while
         # the other workers idle.
-        with dask.annotate(priority=int(p.infos[part.molecule].n_atoms) * part.size):
+        with dask.annotate(priority=int(b.info(part.molecule).n_atoms) * part.size):
             tasks.append(dask.delayed(write_part, pure=False)(
-                str(root / part.name), part, p.sources[part.molecule],
-                p.frames[part.molecule, part.start:part.stop], p.grid, p.options, shared,
+                str(root / part.name), part, source, frames, variants, b.grid, b.options, shared,
                 _part_coords(ds, part), image_attrs, compression,
                 dask_key_name=f"write-part-{part.molecule}-{part.start}-{token}"))
     return tasks
 
 
-def config_token(p: Plan) -> str:
-    return dask.base.tokenize(p.options, p.grid, p.sources, p.frames)
+def config_token(b: Build) -> str:
+    return dask.base.tokenize(b.options, b.grid, b.sources, b.frames, b.molecules, b.variants)
+
+
+def _array_tasks(ds: xr.Dataset, root: Path, todo: list, compression: dict, client=None) -> list:
+    """One delayed `write_arrays` per part: the part's chunks of the dataset's graph (culled to
+    them) or the part's numpy values travel to the task, which computes them a sub-block at a
+    time with the synchronous scheduler, on the worker."""
+    image_attrs = {v: dict(ds[v].attrs) for v in IMAGE_VARS}
+    shared = dask.delayed(_shared_header(ds), pure=True, traverse=False)
+    small = {v: ds[v].dtype for v in SMALL_VARS}
+    arrays = {v: _lazy(ds, v) for v in IMAGE_VARS + SMALL_VARS}
+    graph = {}  # materialised once; each part takes the tasks its chunks need
+    for a in arrays.values():
+        if isinstance(a, da.Array):
+            graph.update(a.__dask_graph__())
+    token = uuid.uuid4().hex
+    tasks = []
+    for part in todo:
+        graphs, held = {}, {}
+        for v, a in arrays.items():
+            if isinstance(a, da.Array):
+                graphs[v], futures = _held(_region(a, graph, part))
+                held.update(futures)
+        values = {v: np.asarray(a[part.molecule:part.molecule + 1, part.start:part.stop])
+                  for v, a in arrays.items() if not isinstance(a, da.Array)}
+        if values and client is not None:  # numpy data: sent to the cluster, not in the graph
+            values = client.scatter(values, hash=False)
+        # chunks already on the cluster (a persisted dataset): their futures are the task's
+        # arguments, so distributed brings their data to it
+        tasks.append(dask.delayed(write_arrays, pure=False)(
+            str(root / part.name), part, Region(graphs, list(held)), list(held.values()), values, small,
+            shared, _part_coords(ds, part), image_attrs, compression,
+            dask_key_name=f"write-part-{part.molecule}-{part.start}-{token}"))
+    return tasks
+
+
+def _lazy(ds: xr.Dataset, var: str):
+    """A variable's data as dask (as it is, or chunked from a lazily indexed file), or numpy."""
+    data = ds[var].variable._data  # .data would load a lazily indexed variable here
+    if isinstance(data, (da.Array, np.ndarray)):
+        return data
+    return ds[var].chunk({"molecule": 1, "variant": 1}).data
+
+
+def _region(array: da.Array, graph: dict, part: Part) -> da.Array:
+    """``array`` with only the tasks of the chunks that hold ``part`` (and what they need):
+    sliced to the part on the worker, it computes nothing else."""
+    m_edges = np.cumsum((0,) + array.chunks[0])
+    v_edges = np.cumsum((0,) + array.chunks[1])
+    m = int(np.searchsorted(m_edges, part.molecule, side="right")) - 1
+    first = int(np.searchsorted(v_edges, part.start, side="right")) - 1
+    stop = int(np.searchsorted(v_edges, part.stop, side="left"))
+    rest = itertools.product(*(range(len(c)) for c in array.chunks[2:]))
+    keys = [(array.name, m, v, *r) for r in rest for v in range(first, stop)]
+    culled, _ = cull(graph, keys)
+    return da.Array(culled, array.name, array.chunks, meta=array._meta)
+
+
+def _held(array: da.Array) -> tuple:
+    """The array without the futures in its graph, and those futures ({key: Future}): chunks
+    a ``persist`` left on the cluster."""
+    from distributed import Future
+
+    graph = dict(array.__dask_graph__())
+    futures = {k: v for k, v in graph.items() if isinstance(v, Future)}
+    if not futures:
+        return array, {}
+    rest = {k: v for k, v in graph.items() if k not in futures}
+    return da.Array(rest, array.name, array.chunks, meta=array._meta), futures
+
+
+class Region:
+    """A part's dask arrays, carried into its task as they are (dask does not look inside
+    this object, so they are computed there, a sub-block at a time, not before it), and
+    the keys of the chunks whose values come as the task's arguments (``held``)."""
+
+    def __init__(self, arrays: dict, held: list = ()):
+        self.arrays = arrays
+        self.held = list(held)
+
+    def with_values(self, values: list) -> dict:
+        """The arrays, with the held chunks' values in their graphs."""
+        if not self.held:
+            return dict(self.arrays)
+        data = dict(zip(self.held, values))
+        return {v: da.Array({**dict(a.__dask_graph__()), **data}, a.name, a.chunks, meta=a._meta)
+                for v, a in self.arrays.items()}
 
 
 def _shared_header(ds: xr.Dataset) -> xr.Dataset:
@@ -269,43 +377,76 @@ def _header(shared: xr.Dataset, pieces: dict) -> xr.Dataset:
     return header
 
 
-def write_part(path: str, part: Part, source, frames: np.ndarray, grid, options, shared: xr.Dataset,
-               pieces: dict, image_attrs: dict, compression: dict) -> dict:
+def write_part(path: str, part: Part, source, frames: np.ndarray, variants: np.ndarray, grid, options,
+               shared: xr.Dataset, pieces: dict, image_attrs: dict, compression: dict) -> dict:
     """Worker task: read, render and write one part, a sub-block at a time; returns `_result`.
 
-    Memory is set by the sub-block (``molmnist.sub-block-bytes`` of output), never by the part.
+    ``variants`` are the part's variant indices in the planned build (they seed noise and
+    orientations). Memory is set by the sub-block (``molmnist.sub-block-bytes`` of output),
+    never by the part.
     """
     def block(i, j):
         shape, pattern, lost_atoms, lost_electrons = render_block(
-            source, frames[i:j], grid, options.center, **options.render_options(),
-            variants=np.arange(part.start + i, part.start + j))  # noise and orientations need them
+            source, frames[i:j], grid, options.center, **block_options(options, variants[i:j]))
         return shape, pattern, {"lost_atoms": lost_atoms, "lost_electrons": lost_electrons}
 
     small = {"lost_atoms": np.int64, "lost_electrons": np.float64}
-    return _stream(PartWriter(path, _header(shared, pieces), image_attrs, compression), part,
-                   frame_bytes(grid), small, block)
+    steps = _steps(part.size, frame_bytes(grid))
+    writer = PartWriter(path, _header(shared, pieces), image_attrs, compression)
+    return _stream(writer, part, steps, small, block)
 
 
-def _write_from_arrays(ds: xr.Dataset, path: Path, part: Part, header: xr.Dataset, image_attrs: dict,
-                       compression: dict) -> dict:
-    """Write one part from a dataset's arrays (computed a sub-block at a time), on the client."""
+def write_arrays(path: str, part: Part, region: Region, held: list, values: dict, small: dict,
+                 shared: xr.Dataset, pieces: dict, image_attrs: dict, compression: dict) -> dict:
+    """Worker task: compute one part of a dataset from its arrays and write it, a sub-block
+    at a time (with the synchronous scheduler, in this task); returns `_result`.
+
+    Sub-blocks follow the arrays' chunks along ``variant``: chunks are joined up to
+    ``molmnist.sub-block-bytes`` of output, and never split (a chunk split would be computed
+    twice). Memory is set by the larger of the sub-block and one chunk.
+    """
+    m, start = part.molecule, part.start
+    lazy = region.with_values(held)
+    arrays = {**{v: a[m:m + 1, start:part.stop] for v, a in lazy.items()}, **values}
+
     def block(i, j):
-        b = ds[list(IMAGE_VARS + SMALL_VARS)].isel(
-            molecule=part.molecule, variant=slice(part.start + i, part.start + j)).compute()
-        return b["shape"].values, b["diffraction"].values, {v: b[v].values for v in SMALL_VARS}
+        keys = list(arrays)
+        with dask.config.set(scheduler="sync"):
+            got = dict(zip(keys, dask.compute(*[arrays[v][:, i:j] for v in keys])))
+        return got["shape"][0], got["diffraction"][0], {v: got[v][0] for v in SMALL_VARS}
 
-    small = {v: ds[v].dtype for v in SMALL_VARS}
-    return _stream(PartWriter(path, header, image_attrs, compression), part, _frame_bytes(ds), small, block)
+    frame = 4 * (int(np.prod(arrays["shape"].shape[2:])) + int(np.prod(arrays["diffraction"].shape[2:])))
+    edges = set()
+    for a in region.arrays.values():
+        edges.update((np.cumsum(a.chunks[1]) - start).tolist())
+    steps = _steps(part.size, frame, edges)
+    writer = PartWriter(path, _header(shared, pieces), image_attrs, compression)
+    return _stream(writer, part, steps, small, block)
 
 
-def _stream(writer: PartWriter, part: Part, per_frame: int, small_dtypes: dict, block) -> dict:
+def _steps(n: int, per_frame: int, edges=()) -> list:
+    """Sub-blocks (i, j) of ``n`` frames of about ``molmnist.sub-block-bytes``; with ``edges``
+    (chunk boundaries), cut only there: chunks joined up to the sub-block, never split."""
+    step = max(1, setting("sub-block-bytes") // per_frame)
+    if not edges:
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
+    cuts = sorted({int(e) for e in edges if 0 < e < n} | {n})
+    steps, start, last = [], 0, 0
+    for c in cuts:
+        if c - start > step and last > start:  # this chunk would overfill the sub-block
+            steps.append((start, last))
+            start = last
+        last = c
+    steps.append((start, n))
+    return steps
+
+
+def _stream(writer: PartWriter, part: Part, steps: list, small_dtypes: dict, block) -> dict:
     """Fill an open part a sub-block at a time from ``block(i, j)`` -> (shapes, patterns, small
     values), close it into place; returns `_result`. A failure removes the half-written file."""
-    step = max(1, setting("sub-block-bytes") // per_frame)
     small = {v: np.empty(part.size, dtype) for v, dtype in small_dtypes.items()}
     try:
-        for i in range(0, part.size, step):
-            j = min(i + step, part.size)
+        for i, j in steps:
             shape, pattern, values = block(i, j)
             try:
                 writer.write(i, shape, pattern)
