@@ -25,7 +25,6 @@ import subprocess
 import time
 
 import _common as C
-import numpy as np
 
 
 def dd(path, mib: int) -> dict:

@@ -4,7 +4,6 @@ one LocalCluster of two worker processes for the session, and comparison helpers
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import sys

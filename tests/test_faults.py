@@ -2,11 +2,9 @@
 worker, an unreachable scheduler, a full disk and a read-only one."""
 
 import contextlib
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 
 import molmnist_dask as mm
-from conftest import (assert_same, cli_env, closed_port, computed, looks_complete, index, mark_incomplete,
+from conftest import (assert_same, cli_env, closed_port, computed, looks_complete, mark_incomplete,
                       part_files, run_cli, save_sync)
 from molmnist_dask import InputError, TrajectorySource
 from molmnist_dask.runfile import write_run_file

@@ -122,7 +122,8 @@ def save_dataset(ds: xr.Dataset, path, *, compression: dict | None = None, check
 def input_files(ds: xr.Dataset) -> list:
     """The files a dataset was built from (topologies and trajectories), resolved."""
     names = []
-    for coord in ("topology", "trajectory"):
+    # as given (relative to the working directory) and as resolved when the build was planned
+    for coord in ("topology", "trajectory", "topology_resolved", "trajectory_resolved"):
         if coord in ds.coords:
             names += [n for value in ds[coord].values for n in str(value).split(";") if n]
     b = build_of(ds)
