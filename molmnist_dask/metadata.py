@@ -225,7 +225,7 @@ def dataset_attrs(p: Plan) -> dict:
     """Attributes: CF and ACDD discovery attributes, grid, centring, electron source, options,
     version, how variants were made (per-molecule metadata are coordinates along ``molecule``:
     `molecule_metadata`). ``history`` and ``date_created`` describe this build (`BUILD_ATTRS`)."""
-    created = now()
+    created = getattr(p, "created", None) or now()
     return {
         "title": "molmnist-dask shape images and diffraction patterns",
         "summary": "Projected electron-count images (shape) of molecular dynamics frames and their "

@@ -20,6 +20,7 @@ from .errors import InputError
 from .grid import Grid
 from .memory import check_frame_memory
 from .options import BuildOptions
+from .provenance import now
 from .render import center_positions
 from .settings import setting
 from .sources import SourceInfo, TrajectorySource, inspect, spread
@@ -50,6 +51,8 @@ class Build:
     molecules, variants : numpy.ndarray
         The selected molecules and variants (indices into the planned ones): all of them
         unless `select` made this build.
+    created : str
+        When it was planned, UTC (the datasets' ``date_created`` and ``history``).
     """
 
     sources: tuple
@@ -60,6 +63,9 @@ class Build:
     options: BuildOptions
     molecules: np.ndarray = field(default=None)
     variants: np.ndarray = field(default=None)
+    #: When it was planned (ACDD's date_created): every dataset and selection of one build
+    #: carries the same, so its part files are the same bytes whichever path writes them.
+    created: str = field(default="", compare=False)
 
     def __post_init__(self):
         if self.molecules is None:
@@ -221,7 +227,7 @@ def plan(sources, options: BuildOptions | dict | None = None, **changes) -> Buil
     n = frames.shape[1]
     block_size = options.block_size or auto_block_size(grid, n)
     blocks = tuple((i, min(i + block_size, n)) for i in range(0, n, int(block_size)))
-    build = Build(sources, infos, frames, grid, blocks, options)
+    build = Build(sources, infos, frames, grid, blocks, options, created=now())
     if given_extent:  # an automatic extent holds every first frame already
         _warn_lost(build)
     return build

@@ -128,12 +128,12 @@ def test_history_names_the_command(md, monkeypatch):
 
 
 def test_build_attributes_do_not_break_a_resume(md, tmp_path, monkeypatch):
-    import molmnist_dask.metadata as metadata
+    import molmnist_dask.planning as planning
 
     top, traj = shutil.copy(md.PSF, tmp_path), shutil.copy(md.DCD, tmp_path)
     source = TrajectorySource("adk", top, traj, selection="name CA")
     save_sync(mm.build_dataset([source], size=8, extent=120.0, variants=2), tmp_path / "store")
-    monkeypatch.setattr(metadata, "now", lambda: "2031-01-01T00:00:00Z")
+    monkeypatch.setattr(planning, "now", lambda: "2031-01-01T00:00:00Z")
     os.utime(traj, (0, 0))  # a touched input with the same content
     again = mm.build_dataset([source], size=8, extent=120.0, variants=2)
     assert again.attrs["date_created"] == "2031-01-01T00:00:00Z"
