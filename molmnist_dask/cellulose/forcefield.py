@@ -169,9 +169,13 @@ def _atom(fibril: Fibril, members, name: str) -> int:
     raise InputError(f"{fibril.name}: a residue has no atom {name}")
 
 
-def forcefield():
-    """GLYCAM06j-1 as OpenMM bundles it (`FORCEFIELD_FILES`)."""
-    require_openmm()
+def forcefield(*extra: str):
+    """GLYCAM06j-1 as OpenMM bundles it (`FORCEFIELD_FILES`), plus ``extra`` files (water)."""
+    openmm = require_openmm()
     from openmm import app
 
-    return app.ForceField(*FORCEFIELD_FILES)
+    try:
+        return app.ForceField(*FORCEFIELD_FILES, *extra)
+    except ValueError:     # "Could not locate file": GLYCAM came with OpenMM 8.3
+        raise InputError(f"OpenMM {openmm.__version__} has no {FORCEFIELD_FILES[1]}: molmnist "
+                         "simulate needs OpenMM 8.3 or later (pip install -U openmm)") from None

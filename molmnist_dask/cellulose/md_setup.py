@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from .fibril import Fibril
-from .forcefield import FORCEFIELD_FILES, prepare, require_openmm
+from .forcefield import forcefield, prepare, require_openmm
 
 SOLVENTS = ("implicit", "vacuum", "explicit")
 PLATFORMS = ("auto", "CPU", "CUDA", "OpenCL")
@@ -82,7 +82,7 @@ def make_system(fibril: Fibril, solvent: str, temperature: float):
     prepared = prepare(fibril)
     topology, positions = prepared.topology, prepared.positions
     if solvent == "explicit":
-        ff = app.ForceField(*FORCEFIELD_FILES, "amber14/tip3p.xml")
+        ff = forcefield("amber14/tip3p.xml")
         modeller = app.Modeller(topology, positions * unit.nanometer)
         size = np.ptp(positions, axis=0) + 2 * WATER_PADDING
         modeller.addSolvent(ff, model="tip3p", boxSize=openmm.Vec3(*size) * unit.nanometer)
@@ -92,7 +92,7 @@ def make_system(fibril: Fibril, solvent: str, temperature: float):
                                  constraints=app.HBonds, rigidWater=True)
         system.addForce(openmm.MonteCarloBarostat(1.0 * unit.bar, temperature * unit.kelvin))
     else:
-        ff = app.ForceField(*FORCEFIELD_FILES)
+        ff = forcefield()
         system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
         if solvent == "implicit":
             system.addForce(obc2_force(system, topology))
