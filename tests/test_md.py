@@ -47,6 +47,22 @@ def test_glycam_topology_names_bonds_and_charge():
     assert abs(sum(charges)) < 1e-6
 
 
+def test_solvents_systems():
+    from molmnist_dask.cellulose.md_setup import make_system
+
+    fibril = build_fibril("2x2", residues=2)
+    forces = {}
+    for solvent in ("vacuum", "implicit", "explicit"):
+        system, topology, positions, prepared = make_system(fibril, solvent, 300.0)
+        forces[solvent] = {type(f).__name__ for f in system.getForces()}
+        assert len(positions) == topology.getNumAtoms() == system.getNumParticles()
+        # the fibril's atoms first, as they were
+        assert np.allclose(positions[:fibril.n_atoms], prepared.positions)
+    assert "GBSAOBCForce" in forces["implicit"] and "GBSAOBCForce" not in forces["vacuum"]
+    assert "MonteCarloBarostat" in forces["explicit"]
+    assert topology.getNumAtoms() > 3 * fibril.n_atoms        # the water box
+
+
 # -- twist measure ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["2x2", "3x3", "6x6", "9x9", "hex24", "hex36"])

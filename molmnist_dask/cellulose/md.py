@@ -371,7 +371,7 @@ class _Run:
                 target = eq + ((self.step - eq) // stride + 1) * stride
             target = min(target, self.step + CHUNK_STEPS)
             self._step(target - self.step)
-            if self.step >= eq and (self.step - eq) % stride == 0 and self.step > eq:
+            if self.step > eq and (self.step - eq) % stride == 0:
                 self._record()
             if time.monotonic() - self.saved_at >= self.interval or self.step == self.total:
                 self.save()
