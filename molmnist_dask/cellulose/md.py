@@ -11,14 +11,15 @@ variants. Layout of the output folder::
     run.toml                           the run file `molmnist build` reads (with ``labels``)
     simulate.json                      the configuration
 
-Wall time is not fatal. While a fibril runs, ``.NAME.checkpoint.npz`` holds OpenMM's
-checkpoint, the step and the frames' times and energies, and ``.NAME.frames.f32`` the frames so
-far; both are written every `CHECKPOINT_MINUTES` (and after minimisation), the frames first, the
-checkpoint by an atomic rename. The same command again resumes each fibril from its checkpoint
-(on another platform or machine, from the portable state stored beside OpenMM's checkpoint), and
-skips a finished fibril (its DCD is there; its checkpoint stays, a record of the frames' times
-and potential energies, `read_checkpoint`). A blow-up (NaN energy) is one line naming the
-fibril and the step; the last good checkpoint stays.
+Wall time is not fatal. While a fibril runs, ``.NAME.frames.f32`` gets each frame as it is
+taken, and ``.NAME.checkpoint.npz`` (OpenMM's checkpoint, the step, the frames' times and
+energies) is replaced by an atomic rename after minimisation and then every
+``checkpoint_minutes`` (`CHECKPOINT_MINUTES`). The same command again resumes each fibril from
+its checkpoint, dropping frames taken after it (on another platform or machine, from the
+portable state stored beside OpenMM's checkpoint), and skips a finished fibril (its DCD is
+there; its checkpoint stays, a record of the frames' times and potential energies,
+`read_checkpoint`). A blow-up (NaN energy) is one line naming the fibril and the step; the last
+good checkpoint stays.
 
 On a Dask cluster each fibril is one task (`simulate` with a client); ``resources`` such as
 ``{"GPU": 1}`` make each task take one GPU of workers started with ``--resources GPU=1``.
@@ -37,9 +38,11 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..lock import StoreLock
 from . import files
 from .fibril import RESIDUES, build_fibril
 from .md_setup import PLATFORMS, SOLVENTS, check_platform, make_simulation, random_seed
+from .profiles import MOLECULES
 from .synth import DEFAULT_EXTENT, _check_molecules, fingerprint
 from .twist_measure import measure_twist, superpose
 
@@ -117,20 +120,24 @@ def simulate(outdir, *, molecules=None, residues: int = RESIDUES, solvent: str =
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"{outdir}: exists and is not a folder")
     outdir.mkdir(parents=True, exist_ok=True)
-    _check_record(outdir, config)
-    _write_record(outdir, names, config)
-    todo = [name for name in names if not complete(outdir, name, config)]
-    run = {"platform": platform, "threads": threads, "checkpoint_minutes": float(checkpoint_minutes)}
-    if client is None:
-        if todo:
-            check_platform(platform)
-        for name in todo:
-            run_fibril(outdir, name, config, **run)
-            if progress:
-                print(f"{name}: done", flush=True)
-    else:
-        _run_on_cluster(client, outdir, todo, config, run, resources, progress)
-    return write_run_file(outdir, names, size, extent)
+    # the store's lock: a second simulation into this folder is refused while this one lives
+    with StoreLock(outdir, what="simulation"):
+        _check_record(outdir, config)
+        _write_record(outdir, names, config)
+        todo = [name for name in names if not complete(outdir, name, config)]
+        run = {"platform": platform, "threads": threads, "checkpoint_minutes": float(checkpoint_minutes)}
+        if client is None:
+            if todo:
+                check_platform(platform)
+            for name in todo:
+                run_fibril(outdir, name, config, **run)
+                if progress:
+                    print(f"{name}: done", flush=True)
+        else:
+            _run_on_cluster(client, outdir, todo, config, run, resources, progress)
+        # the run file names every fibril finished here, those of earlier calls too
+        done = [name for name in MOLECULES if name in names or complete(outdir, name, config)]
+        return write_run_file(outdir, done, size, extent)
 
 
 # -- input ---------------------------------------------------------------------------------------
