@@ -1,4 +1,4 @@
-"""The ``molmnist`` command: build, synth, simulate, info, verify, consolidate, plot.
+"""The ``molmnist`` command: build, synth, info, verify, consolidate, plot.
 
 It parses arguments and calls the public API; nothing else lives here. Bad input prints one
 line naming what is at fault and exits with status 2.
@@ -117,7 +117,9 @@ def parser() -> argparse.ArgumentParser:
     _grid_args(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    _simulate_args(sub)
+    from .cli_simulate import add_parser as add_simulate   # molmnist simulate: its own module
+
+    add_simulate(sub)
 
     i = sub.add_parser("info", help="summarise a store or .nc file")
     i.add_argument("path")
@@ -139,48 +141,6 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--qmax", type=_positive_float,
                     help="crop the diffraction gallery to |q| <= QMAX, cycles per angstrom (default: all)")
     return top
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
-
-
-def _simulate_args(sub) -> None:
-    m = sub.add_parser("simulate", help="molecular dynamics of the cellulose fibrils (OpenMM), "
-                                        "written as PDB + DCD files and a run file")
-    m.add_argument("-o", "--output", required=True, help="folder for the trajectories; run again to resume")
-    m.add_argument("--molecules", help="comma-separated names (default: all ten)")
-    m.add_argument("--residues", type=_positive_int,
-                   help="glucose residues per chain (default 40, the paper's)")
-    m.add_argument("--solvent", choices=["implicit", "vacuum", "explicit"],
-                   help="implicit OBC2 water (default), vacuum, or a TIP3P box with PME (for GPUs)")
-    m.add_argument("--equilibrate", type=_non_negative_float,
-                   help="ps of dynamics before the first frame (default 10000)")
-    m.add_argument("--frames", type=_positive_int,
-                   help="frames per fibril (default 2000)")
-    m.add_argument("--stride", type=_positive_float,
-                   help="ps between frames (default 10)")
-    m.add_argument("--timestep", type=_positive_float,
-                   help="fs (default 2; bonds to H constrained)")
-    m.add_argument("--temperature", type=_positive_float,
-                   help="K (default 300)")
-    m.add_argument("--seed", type=_integer, default=0, help="seed of the velocities and noise (default 0)")
-    m.add_argument("--platform", choices=["auto", "CPU", "CUDA", "OpenCL"], default="auto",
-                   help="OpenMM platform (default auto: the fastest there is)")
-    m.add_argument("--threads", type=_positive_int, help="CPU platform threads per simulation")
-    m.add_argument("--checkpoint-minutes", type=_non_negative_float, default=5.0,
-                   help="wall-clock minutes between checkpoints (default 5)")
-    m.add_argument("--resources", help="worker resources each fibril's task takes, e.g. GPU=1 "
-                                       "(workers started with --resources GPU=1)")
-    _grid_args(m)
-    _cluster_args(m)
-    m.add_argument("--no-progress", action="store_true", help="no line per finished fibril")
 
 
 def _build(args) -> None:
@@ -233,54 +193,9 @@ def _synth(args) -> None:
 
 
 def _simulate(args) -> None:
-    import os
+    from .cli_simulate import run
 
-    from .cellulose.forcefield import require_openmm
-    from .cellulose.md_setup import check_platform
-    from .cellulose.md import DEFAULTS, make_config, molecule_names, simulate
-    from .cluster import connect
-
-    require_openmm()
-    kwargs = {k: getattr(args, k) for k in ("residues", "solvent", "equilibrate", "frames", "stride",
-                                            "timestep", "temperature", "seed", "platform", "threads",
-                                            "checkpoint_minutes", "size", "extent")
-              if getattr(args, k) is not None}
-    if args.molecules:
-        kwargs["molecules"] = [m.strip() for m in args.molecules.split(",") if m.strip()]
-    if args.resources:
-        kwargs["resources"] = _resources(args.resources)
-    where = args.scheduler_file or args.cluster
-    local = where in (None, "local")
-    cluster_kwargs = {}
-    if local:
-        # OpenMM's CPU platform takes every core: one simulation at a time unless asked
-        workers = args.workers or 1
-        cluster_kwargs["n_workers"] = workers
-        kwargs.setdefault("threads", max(1, (os.cpu_count() or 1) // workers))
-        check_platform(args.platform)     # here is where the workers are: say so before starting them
-    elif where == "slurm":
-        cluster_kwargs["jobs"] = args.jobs
-        cluster_kwargs.update({k: getattr(args, k) for k in ("cores", "memory") if getattr(args, k) is not None})
-    # every option checked before a cluster starts
-    make_config(**{k: kwargs.get(k, DEFAULTS[k]) for k in DEFAULTS})
-    molecule_names(kwargs.get("molecules"))
-    with connect("local" if local else where, **cluster_kwargs) as client:
-        run_file = simulate(args.output, client=client, progress=not args.no_progress, **kwargs)
-    print(f"wrote {run_file}")
-
-
-def _resources(text: str) -> dict:
-    """``GPU=1,MEM=2`` as {"GPU": 1.0, "MEM": 2.0}."""
-    out = {}
-    for item in text.split(","):
-        key, _, value = item.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            raise InputError(f"--resources: expected NAME=NUMBER[,NAME=NUMBER], got {text!r}") from None
-        if not key.strip():
-            raise InputError(f"--resources: expected NAME=NUMBER[,NAME=NUMBER], got {text!r}")
-    return out
+    run(args)
 
 
 def _info(args) -> None:
