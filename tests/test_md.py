@@ -195,6 +195,32 @@ def test_killed_after_first_checkpoint_resumes_to_all_frames(tmp_path, monkeypat
     assert not (tmp_path / ".2x2.frames.f32").exists()
 
 
+KILLED_RUN = """
+import os, signal, sys
+from molmnist_dask.cellulose import md
+saved = []
+def kill_at_third(name, step):
+    saved.append(step)
+    if len(saved) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)    # no cleanup at all, as a node lost or scancel -9
+md._checkpointed = kill_at_third
+md.simulate(sys.argv[1], molecules=["2x2"], residues=4, solvent="vacuum", equilibrate=0.2,
+            frames=6, stride=0.1, platform="CPU", threads=1, checkpoint_minutes=0, progress=False)
+"""
+
+
+def test_sigkilled_run_resumes_to_all_frames(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path)], env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert sim.read_checkpoint(tmp_path / ".2x2.checkpoint.npz")["step"] == 150
+    assert (tmp_path / ".lock").exists()           # left behind; this host takes it over
+    sim.simulate(tmp_path, **{**SHORT, "solvent": "vacuum", "checkpoint_minutes": 0})
+    labels = sim.read_labels(tmp_path / "2x2.labels.csv")
+    assert sorted(labels["time"]) == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert len(quiet_universe(str(tmp_path / "2x2.pdb"), str(tmp_path / "2x2.dcd")).trajectory) == 6
+
+
 def test_blow_up_names_fibril_and_step_keeps_checkpoint(tmp_path):
     with pytest.raises(sim.SimulationError, match=r"^2x2: NaN energy at .*step.*last good checkpoint") as err:
         sim.simulate(tmp_path, **{**SHORT, "solvent": "vacuum", "timestep": 50.0, "equilibrate": 1.0,
