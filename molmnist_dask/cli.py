@@ -136,6 +136,10 @@ def parser() -> argparse.ArgumentParser:
     _synth_grid_args(s)
     s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
+    from .cli_simulate import add_parser as add_simulate   # molmnist simulate: its own module
+
+    add_simulate(sub)
+
     i = sub.add_parser("info", help="summarise a store or .nc file")
     i.add_argument("path", help="a store folder or .nc file written by molmnist build (required)")
 
@@ -230,6 +234,12 @@ def _synth(args) -> None:
     print(f"wrote {run_file}")
 
 
+def _simulate(args) -> None:
+    from .cli_simulate import run
+
+    run(args)
+
+
 def _info(args) -> None:
     from .info import describe
 
@@ -279,7 +289,7 @@ def _plot(args) -> None:
         print(f"wrote {path}")
 
 
-COMMANDS = {"build": _build, "synth": _synth, "info": _info, "verify": _verify,
+COMMANDS = {"build": _build, "synth": _synth, "simulate": _simulate, "info": _info, "verify": _verify,
             "consolidate": _consolidate, "plot": _plot}
 
 
