@@ -200,7 +200,7 @@ def build_dataset(sources, options: BuildOptions | dict | None = None, **changes
     sources : sequence of TrajectorySource
         One per molecule; the order gives the labels 0..M-1.
     options : BuildOptions or dict, optional
-        All options at once (from a run file: `molmnist_dask.config.load_run_file`).
+        All options at once (from a run file: `molmnist_dask.runfile.load_run_file`).
     size : int
         Pixels per side of the shape image.
     extent : float, optional
