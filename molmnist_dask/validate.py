@@ -71,6 +71,15 @@ def positive_float(name: str, value, what: str = "") -> float:
     return float(value)
 
 
+def non_negative_float(name: str, value, what: str = "") -> float:
+    """``value`` as a finite float >= 0 (a duration that may be zero), or an InputError naming
+    ``name`` and its unit ``what``."""
+    if not (is_real(value) and value >= 0):
+        unit = f" of {what}" if what else ""
+        raise InputError(f"{name} must be zero or a positive number{unit}, got {value!r}")
+    return float(value)
+
+
 def one_of(name: str, value, allowed):
     """``value`` if it is one of ``allowed``, or an InputError naming ``name`` and the choices."""
     if value not in allowed:

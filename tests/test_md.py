@@ -130,8 +130,10 @@ def test_short_run_labels_in_twist_order(short):
     fibril = build_fibril("2x2", residues=4)
     measured = [measure_twist(fibril, ts.positions) for ts in u.trajectory]
     assert measured == pytest.approx(labels["twist"], abs=1e-3)
-    text = run_file.read_text()
-    assert 'labels = "2x2.labels.csv"' in text and 'trajectory = ["2x2.dcd"]' in text
+    from molmnist_dask.runfile import load_run_file
+
+    (source,) = load_run_file(run_file).sources  # paths relative to the run file
+    assert source.labels == str(out / "2x2.labels.csv") and source.trajectory == (str(out / "2x2.dcd"),)
 
 
 @needs_openmm

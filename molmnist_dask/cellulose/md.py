@@ -39,6 +39,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..lock import StoreLock
+from ..validate import integer, non_negative_float, non_negative_int, positive_float, positive_int
 from . import files
 from .fibril import RESIDUES, build_fibril
 from .md_setup import PLATFORMS, SOLVENTS, check_platform, make_simulation, random_seed
@@ -151,28 +152,18 @@ def molecule_names(molecules) -> list:
         raise InputError(f"--{err}") from None
 
 
-def _number(value, option: str, *, integer: bool = False, minimum: float = 0.0, strict: bool = True):
-    ok_type = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.integer, np.floating))
-    if isinstance(value, (bool, np.bool_)) or not ok_type or not math.isfinite(value) \
-            or (value <= minimum if strict else value < minimum):
-        what = "an integer" if integer else "a number"
-        bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
-        raise InputError(f"{option} must be {what} {bound}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
 def make_config(*, residues=RESIDUES, solvent="implicit", equilibrate=10_000.0, frames=2000,
                 stride=10.0, timestep=2.0, temperature=300.0, seed=0) -> dict:
     """The checked configuration that decides a simulation's files (each bad option named)."""
-    residues = _number(residues, "--residues", integer=True, minimum=2, strict=False)
+    residues = integer("--residues", residues, minimum=2)
     if solvent not in SOLVENTS:
         raise InputError(f"--solvent must be one of {', '.join(SOLVENTS)}, got {solvent!r}")
-    equilibrate = _number(equilibrate, "--equilibrate (ps)", strict=False)
-    frames = _number(frames, "--frames", integer=True)
-    stride = _number(stride, "--stride (ps)")
-    timestep = _number(timestep, "--timestep (fs)")
-    temperature = _number(temperature, "--temperature (K)")
-    seed = _number(seed, "--seed", integer=True, strict=False)
+    equilibrate = non_negative_float("--equilibrate", equilibrate, "ps")
+    frames = positive_int("--frames", frames)
+    stride = positive_float("--stride", stride, "ps")
+    timestep = positive_float("--timestep", timestep, "fs")
+    temperature = positive_float("--temperature", temperature, "K")
+    seed = non_negative_int("--seed", seed)
     steps = {}
     for key, ps in (("stride", stride), ("equilibrate", equilibrate)):
         n = ps * 1000.0 / timestep
@@ -189,11 +180,11 @@ def _check_run(platform, threads, checkpoint_minutes, size, extent) -> None:
     if platform not in PLATFORMS:
         raise InputError(f"--platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
     if threads is not None:
-        _number(threads, "--threads", integer=True)
-    _number(checkpoint_minutes, "--checkpoint-minutes", strict=False)
-    _number(size, "--size", integer=True)
+        positive_int("--threads", threads)
+    non_negative_float("--checkpoint-minutes", checkpoint_minutes, "minutes")
+    positive_int("--size", size)
     if extent is not None:
-        _number(extent, "--extent")
+        positive_float("--extent", extent, "angstrom")
 
 
 def _check_record(outdir: Path, config: dict) -> None:
@@ -473,11 +464,12 @@ def labels_text(twists, times) -> str:
 
 
 def read_labels(path) -> dict:
-    """A labels file as {name: float array} (names without their units)."""
-    lines = Path(path).read_text().splitlines()
-    names = [h.split("[")[0].strip() for h in lines[0].split(",")]
-    values = np.array([[float(v) for v in line.split(",")] for line in lines[1:] if line.strip()])
-    return {name: values[:, i] for i, name in enumerate(names)}
+    """A labels file this module wrote, as ``{name: float array}`` (names without their units),
+    read and checked by the package's own reader (`molmnist_dask.labels`)."""
+    from ..labels import read_labels as read
+
+    rows = sum(1 for line in Path(path).read_text().splitlines()[1:] if line.strip())
+    return {name: label.values for name, label in read(str(path), rows, Path(path).stem).items()}
 
 
 def _remarks(fibril, config: dict, twists) -> list:
@@ -492,21 +484,18 @@ def _remarks(fibril, config: dict, twists) -> list:
     ]
 
 
-def _toml(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def write_run_file(outdir: Path, names: list, size: int = 200, extent: float | None = None) -> Path:
     """``outdir/run.toml``: each fibril's PDB, DCD and labels file, paths relative to it."""
-    extent = DEFAULT_EXTENT if extent is None else float(extent)
-    lines = ["[grid]", f"size = {int(size)}", f"extent = {extent!r}", ""]
-    for name in names:
-        lines += ["[[molecule]]", f"name = {_toml(name)}", f"topology = {_toml(name + '.pdb')}",
-                  f"trajectory = [{_toml(name + '.dcd')}]", f"labels = {_toml(name + '.labels.csv')}", ""]
+    from ..runfile import write_run_file as write
+    from ..sources import TrajectorySource
+
+    sources = [TrajectorySource(name, str(outdir / f"{name}.pdb"), str(outdir / f"{name}.dcd"),
+                                labels=str(outdir / f"{name}.labels.csv")) for name in names]
+    grid = {"size": int(size), "extent": DEFAULT_EXTENT if extent is None else float(extent)}
     path = outdir / RUN_FILE
-    tmp = files.partial(path)
+    tmp = files.partial(path)  # written aside, then renamed: a reader never sees half a file
     try:
-        tmp.write_text("\n".join(lines))
+        write(tmp, sources, grid=grid)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
