@@ -7,6 +7,7 @@ stamp). Frames are written one by one: memory does not grow with the number of v
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 import warnings
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from .fibril import RESNAME, Fibril
 
 # PDB chain IDs are one character; segids (C001, ...) tell the chains apart
@@ -123,3 +125,19 @@ def remove_partials(folder: Path) -> None:
     """Remove the temporary files a killed synthesis left in ``folder``."""
     for path in Path(folder).glob(".*.partial"):
         path.unlink(missing_ok=True)
+
+
+def check_record(path: Path, config: dict, what: str) -> None:
+    """Refuse a folder whose record (``path``: synth.json, simulate.json) holds another
+    configuration than ``config``; ``what`` names the work ("synthesis", "simulation")."""
+    if not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(f"{path}: not a {what} record; use another folder or remove it") from None
+    if recorded != config:
+        diff = ", ".join(f"{k} {recorded.get(k)!r} there, {config.get(k)!r} asked"
+                         for k in sorted(set(recorded) | set(config)) if recorded.get(k) != config.get(k))
+        raise InputError(f"{path.parent}: holds a {what} with another configuration ({diff}); "
+                         "use another folder or remove its files")

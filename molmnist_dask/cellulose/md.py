@@ -123,7 +123,7 @@ def simulate(outdir, *, molecules=None, residues: int = RESIDUES, solvent: str =
     outdir.mkdir(parents=True, exist_ok=True)
     # the store's lock: a second simulation into this folder is refused while this one lives
     with StoreLock(outdir, what="simulation"):
-        _check_record(outdir, config)
+        files.check_record(outdir / RECORD, config, "simulation")
         _write_record(outdir, names, config)
         todo = [name for name in names if not complete(outdir, name, config)]
         run = {"platform": platform, "threads": threads, "checkpoint_minutes": float(checkpoint_minutes)}
@@ -185,21 +185,6 @@ def _check_run(platform, threads, checkpoint_minutes, size, extent) -> None:
     positive_int("--size", size)
     if extent is not None:
         positive_float("--extent", extent, "angstrom")
-
-
-def _check_record(outdir: Path, config: dict) -> None:
-    path = outdir / RECORD
-    if not path.exists():
-        return
-    try:
-        recorded = json.loads(path.read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise InputError(f"{path}: not a simulation record; use another folder or remove it") from None
-    if recorded != config:
-        diff = ", ".join(f"{k} {recorded.get(k)!r} there, {config.get(k)!r} asked"
-                         for k in sorted(set(recorded) | set(config)) if recorded.get(k) != config.get(k))
-        raise InputError(f"{outdir}: holds a simulation with another configuration ({diff}); "
-                         "use another folder or remove its files")
 
 
 def _write_record(outdir: Path, names: list, config: dict) -> None:

@@ -85,7 +85,7 @@ def synthesize(outdir, *, variants: int = DEFAULT_VARIANTS, seed: int = 0, molec
     # the store's lock: a second synthesis into this folder is refused while this one lives
     with StoreLock(outdir, what="synthesis"):
         files.remove_partials(outdir)   # left by a synthesis that was killed
-        _check_record(outdir, config)
+        files.check_record(outdir / RECORD, config, "synthesis")
         fibrils = {name: build_fibril(name) for name in names}
         todo = [name for name in names if not _complete(outdir, fibrils[name], config)]
         _write_molecules(outdir, [fibrils[name] for name in todo], config, progress)
@@ -196,22 +196,6 @@ def fingerprint(config: dict) -> str:
 
 
 # -- what is there already -------------------------------------------------------------------------
-
-def _check_record(outdir: Path, config: dict) -> None:
-    """Refuse a folder whose synth.json records another configuration."""
-    path = outdir / RECORD
-    if not path.exists():
-        return
-    try:
-        recorded = json.loads(path.read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise InputError(f"{path}: not a synthesis record; use another folder or remove it") from None
-    if recorded != config:
-        diff = ", ".join(f"{k} {recorded.get(k)!r} there, {config.get(k)!r} asked"
-                         for k in sorted(set(recorded) | set(config)) if recorded.get(k) != config.get(k))
-        raise InputError(f"{outdir}: holds a synthesis with another configuration ({diff}); "
-                         "use another folder or remove its files")
-
 
 def _stamp(name: str, config: dict) -> str:
     return f"molmnist_dask.cellulose {name} {fingerprint(config)}"
