@@ -1,4 +1,4 @@
-"""The molmnist command: build, synth, info, verify, consolidate, plot.
+"""The molmnist command: build, synth, simulate, info, verify, consolidate, plot.
 
 It parses arguments, looks at a build's output before any cluster starts (refused when it
 cannot be a dataset, left alone when it is already complete) and calls the public API. Bad
@@ -85,7 +85,7 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``molmnist``."""
     top = _Parser(prog="molmnist", description="MD trajectories to diffraction-image datasets, "
-                  "on Dask: build, synth, info, verify, consolidate, plot.")
+                  "on Dask: build, synth, simulate, info, verify, consolidate, plot.")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     b = sub.add_parser("build", help="render a dataset from a run file (default: Molecular-MNIST)")
