@@ -130,9 +130,9 @@ def _render_task(b: Build, m: int, start: int, stop: int) -> tuple:
     source = b.sources[m]
     frames = b.frames[m, start:stop]
     options = block_options(b.options, np.arange(start, stop))
-    token = dask.base.tokenize(source, frames, b.grid, b.center, *sorted(options.items(), key=str))
+    token = dask.base.tokenize(source, frames, b.grid, b.options.center, *sorted(options.items(), key=str))
     call = functools.partial(render_block, **options) if options else render_block
-    return f"render-{source.name}-{start}-{token}", (call, source, frames, b.grid, b.center)
+    return f"render-{source.name}-{start}-{token}", (call, source, frames, b.grid, b.options.center)
 
 
 def _item(rendered: tuple, i: int) -> np.ndarray:

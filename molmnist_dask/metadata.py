@@ -155,12 +155,12 @@ def _orientation_coords(p: Plan) -> dict:
 def _diffraction_attrs(p: Plan) -> dict:
     """The diffraction variable's attributes: they say which options made it (a count per
     pixel, units "1"; what it counts is in the long_name)."""
-    if p.scattering == "form_factors":
+    if p.options.scattering == "form_factors":
         long_name = "far-field diffraction intensity |sum_e f0_e(|q|) FFT2(n_e)|^2 (electrons^2)"
     else:
         long_name = "far-field diffraction intensity |FFT2(shape)|^2 (electrons^2)"
-    if p.fluence is not None:
-        long_name = (f"photon counts, Poisson noise on {long_name} scaled to {p.fluence:g} expected "
+    if p.options.fluence is not None:
+        long_name = (f"photon counts, Poisson noise on {long_name} scaled to {p.options.fluence:g} expected "
                      "photons per pattern")
     return {"long_name": long_name, "units": "1"}
 
@@ -169,14 +169,14 @@ def _option_attrs(p: Plan) -> dict:
     """Attributes of the diffraction options, only where they differ from the defaults
     (so default datasets keep exactly the attributes, and store configurations, they had)."""
     attrs = {}
-    if p.scattering != "electrons":
+    if p.options.scattering != "electrons":
         from .formfactors import SOURCE
 
-        attrs.update(scattering=p.scattering, form_factor_source=SOURCE)
-    if p.fluence is not None:
-        attrs.update(fluence=p.fluence, fluence_units="expected photons per pattern",
+        attrs.update(scattering=p.options.scattering, form_factor_source=SOURCE)
+    if p.options.fluence is not None:
+        attrs.update(fluence=p.options.fluence, fluence_units="expected photons per pattern",
                      noise="Poisson photon counts; seeded by (noise_seed, molecule, variant)",
-                     noise_seed=p.noise_seed)
+                     noise_seed=p.options.noise_seed)
     o = p.options
     if o.orientation != "z":
         attrs.update(orientation=orient.text(o.orientation),
@@ -249,7 +249,7 @@ def dataset_attrs(p: Plan) -> dict:
         "molmnist_dask_version": __version__,
         **p.grid.attrs(),
         "projection_axis": "z",
-        "center": str(p.center),
+        "center": str(p.options.center),
         "electron_source": "atomic number of each atom's element (MDAnalysis.guesser.tables.SYMB2Z); "
                            "topology elements, guessed from atom names where absent; 0 for no element",
         "block_size": int(max(p.block_sizes)),

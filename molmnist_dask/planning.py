@@ -89,22 +89,6 @@ class Build:
     def block_sizes(self) -> tuple:
         return tuple(stop - start for start, stop in self.blocks)
 
-    @property
-    def center(self):
-        return self.options.center
-
-    @property
-    def scattering(self) -> str:
-        return self.options.scattering
-
-    @property
-    def fluence(self):
-        return self.options.fluence
-
-    @property
-    def noise_seed(self) -> int:
-        return self.options.noise_seed
-
     def source(self, m: int) -> TrajectorySource:
         """The source of selected molecule ``m``."""
         return self.sources[self.molecules[m]]
@@ -291,7 +275,7 @@ def _warn_lost(b: Build) -> None:
     given by the user."""
     half = b.grid.extent / 2
     for source, first in zip(b.sources, b.frames[:, 0]):
-        pos, z = _first_positions(source, first, b.center)
+        pos, z = _first_positions(source, first, b.options.center)
         rotation = orient.rotations(b.options.orientation, b.options.orientation_seed, source.name, [0])
         xy = pos[:, :2] if rotation is None else (pos @ rotation[0].T)[:, :2]  # as variant 0 sees it
         outside = (np.abs(xy) > half).any(axis=1)

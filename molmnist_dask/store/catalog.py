@@ -169,32 +169,19 @@ def holds(path, ds, full: bool = False) -> int | None:
     InputError
         If ``path`` holds another dataset, or a ``.nc`` file that is not a molmnist dataset.
     """
-    from . import open_dataset
-    from .write import _refuse_inputs
+    from .write import _refuse_inputs, _same_file_exists
 
     path = Path(path)
     _refuse_inputs(ds, path)  # an AMBER trajectory named out.nc is an input, not a dataset
     if path.suffix == ".nc":
-        if not path.is_file():
-            return None
-        try:
-            existing = configuration(open_dataset(path, chunks=None))
-        except (InputError, AttributeError, KeyError):  # not a dataset of this package
-            raise InputError(f"{path}: exists and is not a molmnist dataset; choose another output "
-                             "or delete it") from None
-        index = None
-    else:
-        index = read_index(path) if path.is_dir() else None
-        if index is None:
-            return None
-        existing = index.configuration
-    wanted = configuration(ds)
-    if existing != wanted:
-        diff = ", ".join(differences(existing, wanted)[:4])
+        return 1 if path.is_file() and _same_file_exists(ds, path) else None
+    index = read_index(path) if path.is_dir() else None
+    if index is None:
+        return None
+    if index.configuration != configuration(ds):
+        diff = ", ".join(differences(index.configuration, configuration(ds))[:4])
         raise InputError(f"{path}: holds another dataset, a different configuration (differs in {diff}); choose another "
                          "output or delete it")
-    if index is None:
-        return 1
     if not index.complete or check(path, full=full):
         return None
     return len(index.parts)

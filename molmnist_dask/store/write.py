@@ -150,7 +150,7 @@ def _same_file_exists(ds: xr.Dataset, path: Path) -> bool:
 
     try:
         existing = configuration(open_dataset(path, chunks=None))
-    except InputError:
+    except (InputError, AttributeError, KeyError):  # not a dataset of this package
         raise InputError(f"{path}: exists and is not a molmnist dataset; choose another output "
                          "or delete it") from None
     wanted = configuration(ds)
